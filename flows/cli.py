@@ -1,0 +1,233 @@
+"""The ``tunegate`` command.
+
+Exit codes: 0 done (``run``: promoted), 3 blocked by a contract or a gate, 1 an error (one line naming
+the file, field or setting at fault), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tasks.state import StatePaths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Retrain language models behind data contracts and evaluation gates.")
+EXIT_BLOCKED, EXIT_ERROR = 3, 1
+
+
+def _prefect_home(state: StatePaths) -> None:
+    """Prefect's ephemeral API keeps its SQLite database in the state folder unless told otherwise."""
+    (state.home / "prefect").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(state.home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Optional[Path]):
+    from flows.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline config YAML")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="data path(s), replacing the config's")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="name of the run folder")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="rerun RUN_ID: reuse its snapshots, resume training")] = None,
+) -> None:
+    """Run the whole pipeline: ingest → … → train → evaluate → gates → registry."""
+    state = StatePaths.from_env()
+    if resume:
+        if config or data or run_id:
+            fail("--resume takes the run's saved config; leave out --config, --data and --run-id", 2)
+        config = state.run_dir(resume) / "config.yaml"
+        if not config.is_file():
+            fail(f"no run to resume: {config} does not exist")
+        run_id = resume
+    cfg = _config(config)
+    if data:
+        missing = [str(p) for p in data if not p.exists()]
+        if missing:
+            fail(f"--data: no such file or folder: {', '.join(missing)}")
+        cfg.data.paths = [p.resolve() for p in data]
+    if not cfg.data.paths:
+        fail("data.paths is empty: give data paths in the config or with --data")
+    for p in cfg.data.paths:
+        if not Path(p).exists():
+            fail(f"data.paths: no such file or folder: {p}")
+    for label, p in (("contract.suite", cfg.contract.suite), ("gates.file", cfg.gates.file)):
+        if not Path(p).is_file():
+            fail(f"{label}: file not found: {p}")
+    _prefect_home(state)
+    from flows.retrain import retrain
+
+    rep = retrain(cfg, run_id=run_id, home=str(state.home))
+    where = state.run_dir(rep["run_id"]) / "report.md"
+    model = rep.get("model") or {}
+    if rep["status"] == "promoted":
+        typer.echo(f"promoted {model['name']} v{model['version']} to @champion (report: {where})")
+    elif rep["status"] == "blocked":
+        typer.echo(f"blocked: {model.get('name')} v{model.get('version')} stays @challenger; "
+                   f"{'; '.join(rep['blocked_by'])} (report: {where})")
+        raise typer.Exit(EXIT_BLOCKED)
+    else:
+        fail(f"run {rep['run_id']} failed: {rep.get('error')} (report: {where})")
+
+
+def _stage_store() -> Path:
+    return StatePaths.from_env().snapshots
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to ingest")],
+    out: Annotated[Path, typer.Option("--out", help="snapshot folder, or a .jsonl file")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c")] = None,
+) -> None:
+    """Ingest files into documents; unreadable ones are listed with the reason."""
+    from tasks import snapshot
+    from tasks.ingest import ingest_to_snapshot
+
+    cfg = _config(config) if config else _default_config()
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
+    ref = ingest_to_snapshot(paths, cfg.ingest, cfg.dask, _stage_store())
+    snapshot.export(ref, out)
+    stats = ref.manifest()["stats"]
+    for row in (Path(ref.path) / "quarantine.jsonl").read_text().splitlines():
+        typer.echo(f"quarantined: {row}", err=True)
+    typer.echo(f"{stats['documents']} documents from {stats['inputs']} inputs, {stats['quarantined']} quarantined -> {out}")
+
+
+def _default_config():
+    from flows.config import DEFAULT_CONFIG, PipelineConfig
+
+    return _config(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else PipelineConfig()
+
+
+def _open(path: Path):
+    from tasks import snapshot
+
+    try:
+        return snapshot.open_input(path, _stage_store())
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def dedup(
+    inp: Annotated[Path, typer.Argument(metavar="IN", help="snapshot folder or .jsonl")],
+    out: Annotated[Path, typer.Option("--out", help="snapshot folder, or a .jsonl file")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c")] = None,
+) -> None:
+    """Remove exact and near duplicates."""
+    from tasks import snapshot
+    from tasks.dedup import dedup_snapshot
+
+    cfg = _config(config) if config else _default_config()
+    ref = dedup_snapshot(_open(inp), cfg.dedup, _stage_store())
+    snapshot.export(ref, out)
+    s = ref.manifest()["stats"]
+    typer.echo(f"kept {s['kept']}, removed {s['exact_duplicates']} exact and {s['near_duplicates']} near duplicates -> {out}")
+
+
+@app.command()
+def scrub(
+    inp: Annotated[Path, typer.Argument(metavar="IN", help="snapshot folder or .jsonl")],
+    out: Annotated[Path, typer.Option("--out", help="snapshot folder, or a .jsonl file")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c")] = None,
+) -> None:
+    """Scrub PII with Presidio."""
+    from tasks import snapshot
+    from tasks.pii import scrub_snapshot
+
+    cfg = _config(config) if config else _default_config()
+    ref = scrub_snapshot(_open(inp), cfg.pii, cfg.dask, _stage_store())
+    snapshot.export(ref, out)
+    s = ref.manifest()["stats"]
+    found = ", ".join(f"{k} {v}" for k, v in s["pii_entities"].items()) or "none"
+    typer.echo(f"{ref.rows} documents, PII scrubbed: {found} -> {out}")
+
+
+def _registry(name: Optional[str]) -> tuple[str, str]:
+    state = StatePaths.from_env()
+    cfg = _default_config()
+    uri = cfg.registry.tracking_uri or state.mlflow_uri()
+    return uri, name or cfg.registry.model_name
+
+
+@app.command()
+def models(name: Annotated[Optional[str], typer.Option("--name", help="registered model; default: all")] = None) -> None:
+    """Registered versions with their aliases, status and key metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks import registry
+
+    uri, _ = _registry(None)
+    versions = registry.list_versions(uri, name)
+    if not versions:
+        typer.echo("no registered models yet")
+        return
+    table = Table("model", "version", "aliases", "status", "perplexity", "bits/byte", "run")
+    for v in versions:
+        table.add_row(v.name, v.version, " ".join("@" + a for a in v.aliases), v.status or "",
+                      f"{v.metrics.get('perplexity', float('nan')):.4g}", f"{v.metrics.get('bits_per_byte', float('nan')):.4g}",
+                      v.run_id or "")
+    Console(width=140).print(table)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="model version to make @champion")],
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+) -> None:
+    """Move @champion to VERSION by hand (the previous champion is remembered for rollback)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks import registry
+
+    uri, model = _registry(name)
+    try:
+        before, after = registry.promote(uri, model, version)
+    except MlflowException as exc:
+        fail(f"cannot promote {model} v{version}: {exc.message}")
+    typer.echo(f"{model}: @champion v{before or '-'} -> v{after}")
+
+
+@app.command()
+def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None) -> None:
+    """Move @champion back to the previous champion."""
+    from tasks import registry
+
+    uri, model = _registry(name)
+    try:
+        before, after = registry.rollback(uri, model)
+    except LookupError as exc:
+        fail(str(exc))
+    typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The retrain flow: raw documents to a gated model in the MLflow registry.
+
+Reads like the pipeline: ingest → clean → dedup → scrub PII → contract → tokenizer → base model →
+split and pack → train → evaluate → gates → register → promote. Stages pass snapshot references
+(paths and fingerprints), never the data itself; each data stage reuses its snapshot when its inputs,
+parameters and code are unchanged, so a rerun (``tunegate run --resume RUN_ID``) recomputes nothing
+it already has and training continues from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.config import PipelineConfig
+from tasks import gates as gates_mod
+from tasks import registry, report
+from tasks.clean import clean_task
+from tasks.contracts import contract_task
+from tasks.dataset import dataset_task
+from tasks.dedup import dedup_task
+from tasks.evaluate import evaluate_task
+from tasks.ingest import ingest_task
+from tasks.model import base_model_task
+from tasks.pii import scrub_task
+from tasks.registry import register_task
+from tasks.state import StatePaths
+from tasks.tokenizer import tokenizer_task
+from tasks.train import TrainJob, read_metrics, train_task
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+class StageClock:
+    """Wall seconds per stage, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._t, 2)
+        self._t = now
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
+    """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json)."""
+    log = get_run_logger()
+    state = StatePaths.from_env(home)
+    run_id = run_id or new_run_id()
+    run_dir = state.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tracking_uri = config.registry.tracking_uri or state.mlflow_uri()
+    rep: dict[str, Any] = {"run_id": run_id, "status": "failed", "blocked_by": [], "config": str(run_dir / "config.yaml"),
+                           "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    clock = StageClock()
+    try:
+        store = str(state.snapshots)
+        raw = ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store)
+        clock.lap("ingest")
+        quarantine = Path(raw.path) / "quarantine.jsonl"
+        (run_dir / "quarantine").mkdir(exist_ok=True)
+        shutil.copyfile(quarantine, run_dir / "quarantine" / "quarantine.jsonl")
+        cleaned = clean_task(raw, config.clean, config.dask, store)
+        clock.lap("clean")
+        deduped = dedup_task(cleaned, config.dedup, store)
+        clock.lap("dedup")
+        curated = scrub_task(deduped, config.pii, config.dask, store)
+        clock.lap("pii")
+        snaps = {"ingest": raw, "clean": cleaned, "dedup": deduped, "pii": curated}
+        rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
+        rep["counts"] = stage_counts(snaps)
+
+        contract = contract_task(curated, config.contract.suite)
+        clock.lap("contract")
+        rep["contract"] = {**contract.model_dump(mode="json"), "failures": contract.failures}
+        rep["blocked_by"] += contract.failures
+        if contract.failures:
+            log.warning("contract failed: %s", "; ".join(contract.failures))
+
+        tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers))
+        base = base_model_task(config.model, tok.path, tok.content_hash, str(state.models))
+        clock.lap("tokenizer_and_model")
+        rep["tokenizer"], rep["base_model"] = tok.model_dump(), base.model_dump()
+        data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"))
+        rep["dataset"] = data.model_dump()
+        clock.lap("split")
+
+        job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path,
+                       train_blocks=data.train_blocks, out_dir=str(run_dir / "train"))
+        trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions))
+        clock.lap("train")
+        rep["training"] = trained.model_dump()
+        rep["loss_curve"] = str(report.loss_curve(read_metrics(Path(trained.metrics)), run_dir / "loss_curve.png"))
+
+        models = {"base": {"base": base.path, "tokenizer": tok.path},
+                  "candidate": {"base": base.path, "adapter": trained.adapter, "tokenizer": tok.path}}
+        champion = registry.champion_artifacts(tracking_uri, config.registry.model_name, run_dir / "champion")
+        if champion:
+            models["champion"] = champion
+        scores = {k: v.model_dump() for k, v in evaluate_task(models, data.eval_texts, config.evaluate).items()}
+        rep["evaluation"] = {**scores, "champion_version": champion["version"] if champion else None}
+        clock.lap("evaluate")
+
+        gate_results = gates_mod.check(gates_mod.load_gates(config.gates.file), scores["candidate"],
+                                       {k: v for k, v in scores.items() if k != "candidate"})
+        rep["gates"] = [g.model_dump() for g in gate_results]
+        rep["blocked_by"] += [g.describe() for g in gate_results if not g.passed]
+        status = "blocked" if rep["blocked_by"] else "promoted"
+
+        version = register_task(
+            tracking_uri=tracking_uri, artifact_location=state.mlflow_artifacts(),
+            name=config.registry.model_name, run_id=run_id,
+            base=base.path, adapter=trained.adapter, tokenizer=tok.path,
+            tags=lineage_tags(curated.fingerprint, tok, base, contract.passed, gate_results, scores["candidate"],
+                              status, rep["blocked_by"]),
+            params=flat_params(config), metrics=flat_metrics(scores, trained),
+            step_metrics=read_metrics(Path(trained.metrics)), files=[run_dir / "loss_curve.png"],
+        )
+        if status == "promoted":
+            previous, _ = registry.promote(tracking_uri, version.name, version.version)
+            log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
+        else:
+            log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)
+        clock.lap("register")
+        final = registry.describe(registry.client(tracking_uri), version)
+        rep["model"] = {"name": final.name, "version": final.version, "aliases": final.aliases}
+        rep["status"] = status
+    except Exception as exc:  # the report says what failed; the CLI turns it into one line and exit 1
+        rep["status"] = "failed"
+        rep["error"] = f"{type(exc).__name__}: {exc}"
+        log.error("run %s failed: %s", run_id, rep["error"])
+    finally:
+        rep["stage_seconds"] = clock.seconds
+        rep["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        report.write(rep, run_dir)
+        publish(rep)
+    return rep
+
+
+def stage_counts(snaps: dict) -> dict[str, Any]:
+    m = {k: v.manifest()["stats"] for k, v in snaps.items()}
+    return {
+        "files": m["ingest"].get("inputs"),
+        "documents": m["ingest"].get("documents"),
+        "quarantined": m["ingest"].get("quarantined"),
+        "dropped_empty": m["clean"].get("dropped_empty"),
+        "dropped_too_short": m["clean"].get("dropped_too_short"),
+        "exact_duplicates": m["dedup"].get("exact_duplicates"),
+        "near_duplicates": m["dedup"].get("near_duplicates"),
+        "curated_documents": snaps["pii"].rows,
+        "pii_entities": m["pii"].get("pii_entities", {}),
+    }
+
+
+def lineage_tags(fingerprint, tok, base, contract_passed, gate_results, candidate, status, blocked_by) -> dict[str, str]:
+    return {
+        "snapshot_fingerprint": fingerprint,
+        "tokenizer_hash": tok.content_hash,
+        "base_model": base.description,
+        "base_model_fingerprint": base.fingerprint,
+        "contract": "passed" if contract_passed else "failed",
+        "gates": json.dumps({g.name: g.passed for g in gate_results}),
+        "perplexity": f"{candidate['perplexity']:.6g}",
+        "bits_per_byte": f"{candidate['bits_per_byte']:.6g}",
+        "status": status,
+        "blocked_by": "; ".join(blocked_by)[:4900] or "-",
+    }
+
+
+def flat_params(config: PipelineConfig) -> dict[str, Any]:
+    keep = ("train", "dedup", "tokenizer", "model", "clean")
+    out: dict[str, Any] = {}
+    for section in keep:
+        for k, v in getattr(config, section).model_dump(mode="json").items():
+            out[f"{section}.{k}"] = v
+    return out
+
+
+def flat_metrics(scores: dict[str, dict], trained) -> dict[str, float]:
+    out = {f"{who}_{k}": float(v) for who, s in scores.items() for k, v in s.items() if k in ("perplexity", "bits_per_byte")}
+    out.update(final_loss=trained.final_loss, mean_tokens_per_s=trained.mean_tokens_per_s, train_wall_s=trained.wall_s)
+    return out
+
+
+def publish(rep: dict[str, Any]) -> None:
+    """Attach report.md to the Prefect flow run as a Markdown artifact."""
+    try:
+        create_markdown_artifact(markdown=report.markdown(rep), key="tunegate-report",
+                                 description=f"tunegate run {rep['run_id']}: {rep['status']}")
+    except Exception as exc:  # the report on disk is what counts; never fail a run on its artifact
+        get_run_logger().warning("could not attach the report artifact: %s", exc)

@@ -1,0 +1,83 @@
+"""Clean: normalise whitespace and drop documents too short to teach anything."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+CODE_VERSION = "clean-1"
+_SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class CleanSettings(BaseModel):
+    """Normalisation and the simplest quality filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_chars: int = Field(50, ge=0, description="documents shorter than this (after cleaning) are dropped")
+    max_chars: int = Field(1_000_000, gt=0, description="documents longer than this are dropped")
+
+
+def normalise_text(text: str) -> str:
+    """NFC, no control characters, single spaces, at most one blank line between paragraphs, stripped."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def clean_documents(docs: Iterable[dict[str, Any]], settings: CleanSettings, counts: Counter) -> Iterator[dict]:
+    """Cleaned documents; ``counts`` gets ``empty``, ``too_short`` and ``too_long`` for the ones dropped."""
+    for doc in docs:
+        text = normalise_text(doc.get("text") or "")
+        if not text:
+            counts["empty"] += 1
+        elif len(text) < settings.min_chars:
+            counts["too_short"] += 1
+        elif len(text) > settings.max_chars:
+            counts["too_long"] += 1
+        else:
+            counts["kept"] += 1
+            yield {**doc, "text": text}
+
+
+def _clean_shard(shard: str, settings: CleanSettings):
+    import pyarrow.parquet as pq
+
+    from tasks.records import to_table
+
+    table = pq.read_table(shard)
+    counts: Counter = Counter()
+    rows = list(clean_documents(table.to_pylist(), settings, counts))
+    return to_table(rows, table.schema), counts
+
+
+def clean_snapshot(ref, settings: CleanSettings, dask_settings, store):
+    """The cleaned snapshot of ``ref``, one Dask task per shard."""
+    from tasks import snapshot
+    from tasks.executor import map_shards
+
+    def produce(stats: dict, extra: dict):
+        total: Counter = Counter()
+        for table, counts in map_shards(_clean_shard, [str(p) for p in snapshot.shard_paths(ref)], dask_settings, settings):
+            total.update(counts)
+            yield table
+        stats.update(kept=total["kept"], dropped_empty=total["empty"], dropped_too_short=total["too_short"],
+                     dropped_too_long=total["too_long"])
+
+    return snapshot.materialize(store, "clean", input_fingerprint=ref.fingerprint, params=settings.model_dump(),
+                                code_version=CODE_VERSION, produce=produce)
+
+
+@task(name="clean", cache_policy=NO_CACHE)
+def clean_task(ref, settings: CleanSettings, dask_settings, store: str):
+    return clean_snapshot(ref, settings, dask_settings, store)

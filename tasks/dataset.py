@@ -1,0 +1,92 @@
+"""Train/eval split of the curated snapshot, and packing of the training text into fixed-length blocks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import snapshot
+
+
+class SplitSettings(BaseModel):
+    """How the curated documents are split into training and held-out evaluation sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    min_eval_docs: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class DatasetRef(BaseModel):
+    train_blocks: str  # .npy of int32 [n_blocks, seq_len + 1]
+    eval_texts: str  # .jsonl of {"doc_id", "text"}
+    train_docs: int
+    eval_docs: int
+    train_tokens: int
+    blocks: int
+
+
+def _bucket(doc_id: str, seed: int) -> float:
+    return int(hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def split_ids(doc_ids: list[str], settings: SplitSettings) -> tuple[list[str], list[str]]:
+    """(train ids, eval ids): a document's side depends on its id alone, so it is stable across runs."""
+    ranked = sorted(doc_ids, key=lambda d: _bucket(d, settings.seed))
+    n_eval = max(settings.min_eval_docs, round(len(doc_ids) * settings.eval_fraction))
+    n_eval = min(n_eval, max(len(doc_ids) - 1, 0))
+    eval_ids = set(ranked[:n_eval])
+    return [d for d in doc_ids if d not in eval_ids], [d for d in doc_ids if d in eval_ids]
+
+
+def pack(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
+    """Documents joined with EOS and cut into blocks of seq_len + 1 tokens (inputs and shifted labels)."""
+    stream: list[int] = []
+    for ids in token_lists:
+        stream.extend(ids)
+        stream.append(eos_id)
+    width = seq_len + 1
+    n = len(stream) // width
+    if n == 0:
+        raise ValueError(f"training text has {len(stream)} tokens, fewer than one block of {width}")
+    return np.asarray(stream[: n * width], dtype=np.int32).reshape(n, width)
+
+
+def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: Path) -> DatasetRef:
+    """Split, tokenize and pack; written once into ``out`` (the run's data folder) and reused on resume."""
+    from transformers import AutoTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "dataset.json"
+    if meta_path.is_file():
+        return DatasetRef(**json.loads(meta_path.read_text()))
+    table = snapshot.read_table(ref)
+    ids, texts = table.column("doc_id").to_pylist(), table.column("text").to_pylist()
+    train_ids, eval_ids = split_ids(ids, settings)
+    by_id = dict(zip(ids, texts))
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    encoded = tok([by_id[d] for d in train_ids], add_special_tokens=False)["input_ids"]
+    blocks = pack(encoded, tok.eos_token_id, seq_len)
+    np.save(out / "train_blocks.npy", blocks)
+    with open(out / "eval.jsonl", "w") as fh:
+        for d in eval_ids:
+            fh.write(json.dumps({"doc_id": d, "text": by_id[d]}) + "\n")
+    result = DatasetRef(
+        train_blocks=str(out / "train_blocks.npy"), eval_texts=str(out / "eval.jsonl"),
+        train_docs=len(train_ids), eval_docs=len(eval_ids),
+        train_tokens=int(sum(len(e) + 1 for e in encoded)), blocks=int(blocks.shape[0]),
+    )
+    meta_path.write_text(result.model_dump_json(indent=2))
+    return result
+
+
+@task(name="split-and-pack", cache_policy=NO_CACHE)
+def dataset_task(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: str) -> DatasetRef:
+    return prepare(ref, tokenizer_path, seq_len, settings, Path(out))

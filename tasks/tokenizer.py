@@ -1,0 +1,97 @@
+"""Tokenizer: the base model's own, or a byte-level BPE trained on the curated text.
+
+Either way its content hash (sha256 of its files) is recorded as lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import snapshot
+
+CODE_VERSION = "tokenizer-1"
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+class TokenizerSettings(BaseModel):
+    """The byte-level BPE trained when there is no base model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vocab_size: int = Field(4096, ge=300, le=262_144)
+    min_frequency: int = Field(2, ge=1)
+
+
+class TokenizerRef(BaseModel):
+    path: str
+    content_hash: str
+    vocab_size: int
+    trained: bool
+
+
+def content_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and f.name in {"tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt",
+                                      "tokenizer_config.json", "special_tokens_map.json"}:
+            h.update(f.name.encode() + b"\x00" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _texts(ref: snapshot.SnapshotRef) -> Iterator[str]:
+    for table in snapshot.iter_tables(ref):
+        yield from table.column("text").to_pylist()
+
+
+def train_bpe(ref: snapshot.SnapshotRef, settings: TokenizerSettings, out: Path) -> None:
+    """Train a byte-level BPE on the snapshot's text and save it as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=settings.vocab_size,
+        min_frequency=settings.min_frequency,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_texts(ref), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=None, pad_token=PAD)
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out))
+
+
+def prepare(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: Path) -> TokenizerRef:
+    """The tokenizer for this run, cached by (snapshot, settings) when trained."""
+    from transformers import AutoTokenizer
+
+    if base_model:
+        tok = AutoTokenizer.from_pretrained(base_model)
+        folder = Path(base_model) if Path(base_model).is_dir() else None
+        digest = content_hash(folder) if folder else hashlib.sha256(base_model.encode()).hexdigest()
+        return TokenizerRef(path=base_model, content_hash=digest, vocab_size=len(tok), trained=False)
+    key = snapshot.cache_key("tokenizer", ref.fingerprint, settings.model_dump(), CODE_VERSION)
+    out = Path(store) / key
+    if not (out / "tokenizer.json").is_file():
+        tmp = out.with_name(f".{key}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_bpe(ref, settings, tmp)
+        tmp.rename(out)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    return TokenizerRef(path=str(out), content_hash=content_hash(out), vocab_size=len(tok), trained=True)
+
+
+@task(name="tokenizer", cache_policy=NO_CACHE)
+def tokenizer_task(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: str) -> TokenizerRef:
+    return prepare(ref, settings, base_model, Path(store))

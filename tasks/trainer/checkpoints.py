@@ -1,0 +1,86 @@
+"""Checkpoints that a crash cannot spoil: each is complete only once its marker (with file hashes) exists.
+
+DeepSpeed writes the checkpoint folder; the marker is written after it, so a folder without one — or
+whose files no longer match their hashes — is skipped for the previous checkpoint, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+MARKER = "COMPLETE.json"
+PREFIX = "checkpoint-"
+
+
+def tag(step: int) -> str:
+    return f"{PREFIX}{step:06d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mark_complete(folder: Path, step: int) -> None:
+    files = {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+    tmp = folder / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1))
+    tmp.rename(folder / MARKER)
+
+
+def problem(folder: Path) -> str | None:
+    """Why the checkpoint in ``folder`` cannot be used, or None when it is whole."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return "no completion marker (partial write)"
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        return f"unreadable marker: {exc}"
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if _sha256(path) != digest:
+            return f"file {name} does not match its hash"
+    return None
+
+
+def candidates(root: Path) -> list[tuple[int, Path]]:
+    """Checkpoint folders under ``root``, newest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit():
+            found.append((int(p.name[len(PREFIX):]), p))
+    return sorted(found, reverse=True)
+
+
+def newest_whole(root: Path) -> list[tuple[int, Path]]:
+    """Whole checkpoints, newest first; broken ones are reported on stderr and left out."""
+    whole = []
+    for step, folder in candidates(root):
+        why = problem(folder)
+        if why:
+            print(f"warning: skipping checkpoint {folder.name}: {why}", file=sys.stderr, flush=True)
+        else:
+            whole.append((step, folder))
+    return whole
+
+
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest whole checkpoints (and any broken ones older than them)."""
+    whole = [f for _, f in newest_whole(root)]
+    keepers = set(whole[:keep])
+    oldest_kept = min((int(f.name[len(PREFIX):]) for f in keepers), default=None)
+    for step, folder in candidates(root):
+        if folder not in keepers and (oldest_kept is None or step < oldest_kept):
+            shutil.rmtree(folder, ignore_errors=True)

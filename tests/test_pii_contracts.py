@@ -1,0 +1,103 @@
+"""PII scrubbing with the real Presidio engine, and contracts with real Great Expectations."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from tasks.contracts import validate_frame
+from tasks.pii import PiiSettings, scrub_documents, scrub_texts
+
+SUITE = ROOT / "data_contracts/curated.json"
+SAMPLE = ("Please ask Maria Gonzalez in Chicago. Write to maria.gonzalez@example.org or call +1 415-555-0132; "
+          "card 4111 1111 1111 1111, server 10.20.30.40.")
+
+
+def test_default_scrub_replaces_entities_with_type():
+    (text, found), = scrub_texts([SAMPLE], PiiSettings())
+    for secret in ("Maria Gonzalez", "maria.gonzalez@example.org", "415-555-0132", "4111 1111 1111 1111", "10.20.30.40"):
+        assert secret not in text
+    assert "<EMAIL_ADDRESS>" in text and "<CREDIT_CARD>" in text and "<PERSON>" in text
+    assert found["EMAIL_ADDRESS"] == 1 and found["CREDIT_CARD"] == 1
+
+
+def test_operator_per_entity_and_entity_choice():
+    settings = PiiSettings(entities=["EMAIL_ADDRESS", "CREDIT_CARD"], operators={"CREDIT_CARD": "mask"})
+    (text, found), = scrub_texts([SAMPLE], settings)
+    assert "Maria Gonzalez" in text  # PERSON not asked for
+    assert "<EMAIL_ADDRESS>" in text and "*******************" in text
+    assert set(found) == {"EMAIL_ADDRESS", "CREDIT_CARD"}
+
+
+def test_encrypt_needs_a_key_from_the_environment(monkeypatch):
+    settings = PiiSettings(entities=["EMAIL_ADDRESS"], operator="encrypt")
+    monkeypatch.delenv("TUNEGATE_PII_KEY", raising=False)
+    with pytest.raises(ValueError, match="TUNEGATE_PII_KEY"):
+        scrub_texts([SAMPLE], settings)
+    monkeypatch.setenv("TUNEGATE_PII_KEY", "0123456789abcdef")
+    (text, _), = scrub_texts([SAMPLE], settings)
+    assert "maria.gonzalez@example.org" not in text and "0123456789abcdef" not in text
+
+
+def test_scrub_documents_adds_counts_column():
+    found: Counter = Counter()
+    docs = scrub_documents([{"doc_id": "1", "text": SAMPLE}, {"doc_id": "2", "text": "nothing here"}],
+                           PiiSettings(), found)
+    assert json.loads(docs[1]["pii_found"]) == {} and json.loads(docs[0]["pii_found"])["EMAIL_ADDRESS"] == 1
+    assert found["PHONE_NUMBER"] >= 1
+
+
+def frame(texts: list[str], ids: list[str] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"doc_id": ids or [str(i) for i in range(len(texts))], "text": texts})
+
+
+GOOD = "A perfectly ordinary paragraph about training schedules and evaluation gates, nothing secret. "
+
+
+def test_contract_passes_on_clean_data():
+    result = validate_frame(frame([GOOD] * 12), SUITE)
+    assert result.passed and result.failures == []
+
+
+@pytest.mark.parametrize(
+    "texts, ids, failed",
+    [
+        ([GOOD] * 5, None, "expect_table_row_count_to_be_between"),
+        ([GOOD] * 11 + [GOOD + "mail a.b@example.com"], None, "expect_column_values_to_not_match_regex"),
+        ([GOOD] * 11 + [GOOD + "call (212) 555-0199"], None, "expect_column_values_to_not_match_regex"),
+        ([GOOD] * 12, ["same"] * 12, "expect_column_values_to_be_unique"),
+        ([GOOD] * 11 + ["short"], None, "expect_column_value_lengths_to_be_between"),
+    ],
+)
+def test_contract_failures_are_named(texts, ids, failed):
+    result = validate_frame(frame(texts, ids), SUITE)
+    assert not result.passed
+    assert any(failed in f for f in result.failures), result.failures
+    assert not any("example.com" in f or "555-0199" in f for f in result.failures)  # no PII in messages
+
+
+def test_missing_suite_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.json")):
+        validate_frame(frame([GOOD]), tmp_path / "nope.json")
+
+
+def test_names_found_once_are_scrubbed_everywhere_in_the_shard():
+    docs = [{"doc_id": "1", "text": "The data owner for this corpus is Priya Raman; she approves access."},
+            {"doc_id": "2", "text": "Ticket 2: Priya Raman wrote from priya.raman@example.com asking why."}]
+    alone = scrub_documents(docs[1:], PiiSettings(propagate=[]), Counter())
+    together = scrub_documents(docs, PiiSettings(), Counter())
+    assert "Priya Raman" in alone[0]["text"]  # the NER model alone misses this one ...
+    assert all("Priya Raman" not in d["text"] for d in together)  # ... propagation catches it
+
+
+def test_metadata_strings_are_scrubbed_too():
+    doc = {"doc_id": "1", "text": "Best regards from the team.",
+           "metadata": json.dumps({"title": "Letter to Maria Gonzalez", "pages": 2})}
+    (out,) = scrub_documents([doc], PiiSettings(), Counter())
+    meta = json.loads(out["metadata"])
+    assert "Maria Gonzalez" not in meta["title"] and meta["pages"] == 2

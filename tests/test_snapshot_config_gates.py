@@ -1,0 +1,109 @@
+"""Snapshots (atomic, fingerprinted, cached), the pipeline config, and the gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT, run_cli
+from flows.config import ConfigError, load_config
+from tasks import snapshot
+from tasks.gates import Gate, check, load_gates
+
+
+def table(texts):
+    return pa.table({"doc_id": [str(i) for i in range(len(texts))], "text": texts})
+
+
+def test_fingerprint_depends_on_rows_only(tmp_path):
+    a = snapshot.write(tmp_path, "s", "k1", [table(["x", "y"])], parent=None, params={}, stats={})
+    b = snapshot.write(tmp_path, "s", "k2", [table(["x"]), table(["y"]).set_column(0, "doc_id", pa.array(["1"]))],
+                       parent=None, params={}, stats={})
+    c = snapshot.write(tmp_path, "s", "k3", [table(["y", "x"])], parent=None, params={}, stats={})
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert a.manifest()["rows"] == 2 and a.manifest()["schema_version"] == snapshot.SCHEMA_VERSION
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path):
+    def boom():
+        yield table(["x"])
+        raise RuntimeError("killed mid-stage")
+
+    with pytest.raises(RuntimeError):
+        snapshot.write(tmp_path, "s", "k", boom(), parent=None, params={}, stats={})
+    assert list((tmp_path / "s").iterdir()) == []
+    assert snapshot.find(tmp_path, "s", "k") is None
+
+
+def test_materialize_reuses_by_cache_key(tmp_path):
+    calls = []
+
+    def produce(stats, extra):
+        calls.append(1)
+        stats["n"] = 1
+        yield table(["x"])
+
+    kw = dict(input_fingerprint="f", params={"a": 1}, code_version="v1", produce=produce)
+    first = snapshot.materialize(tmp_path, "s", **kw)
+    second = snapshot.materialize(tmp_path, "s", **kw)
+    third = snapshot.materialize(tmp_path, "s", **{**kw, "params": {"a": 2}})
+    assert len(calls) == 2 and second.reused and not first.reused and third.path != first.path
+    assert second.manifest()["stats"] == {"n": 1} and first.manifest()["parent_fingerprint"] == "f"
+
+
+def test_demo_config_loads_with_resolved_paths():
+    cfg = load_config(ROOT / "configs/demo.yaml")
+    assert cfg.data.paths == [ROOT / "examples/corpus"]
+    assert cfg.contract.suite == ROOT / "data_contracts/curated.json"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, field",
+    [
+        ("train:\n  max_steps: -5\n", "train.max_steps"),
+        ("train:\n  learning_rate: fast\n", "train.learning_rate"),
+        ("dedup:\n  threshold: 1.5\n", "dedup.threshold"),
+        ("train:\n  zero_stage: 7\n", "train.zero_stage"),
+        ("trian:\n  max_steps: 5\n", "trian"),
+        ("pii:\n  operator: shred\n", "pii.operator"),
+        ("model:\n  tiny: {hidden_size: 100, heads: 3}\n", "model.tiny"),
+    ],
+)
+def test_bad_config_values_name_the_field(tmp_path, yaml_text, field):
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.yaml")
+    assert field in str(err.value) and "c.yaml" in str(err.value)
+
+
+def test_bad_config_value_exits_1_naming_the_field(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  paths: [.]\ntrain:\n  micro_batch_size: 0\n")
+    proc = run_cli("run", "--config", str(tmp_path / "c.yaml"), home=tmp_path / "state")
+    assert proc.returncode == 1
+    assert "train.micro_batch_size" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_unknown_command_option_is_usage_error(tmp_path):
+    assert run_cli("run", "--no-such-flag", home=tmp_path).returncode == 2
+
+
+def test_gates_relative_absolute_and_fallback_to_base():
+    gates = [Gate(name="ppl", metric="perplexity", op="<", baseline="base"),
+             Gate(name="champ", metric="bits_per_byte", op="<=", baseline="champion", tolerance=0.1),
+             Gate(name="floor", metric="perplexity", op="<=", baseline=50.0)]
+    base = {"perplexity": 100.0, "bits_per_byte": 2.0}
+    results = check(gates, {"perplexity": 40.0, "bits_per_byte": 2.1}, {"base": base})
+    assert [r.passed for r in results] == [True, True, True]
+    assert results[1].baseline == "base, no champion yet" and results[1].threshold == pytest.approx(2.2)
+    worse = check(gates, {"perplexity": 60.0, "bits_per_byte": 2.5},
+                  {"base": base, "champion": {"perplexity": 50.0, "bits_per_byte": 2.0}})
+    assert [r.passed for r in worse] == [True, False, False]
+    assert "gate champ failed" in worse[1].describe()
+
+
+def test_gates_file_loads_and_missing_file_names_path(tmp_path):
+    assert [g.name for g in load_gates(ROOT / "data_contracts/gates.yaml")]
+    with pytest.raises(FileNotFoundError, match="gates.yaml"):
+        load_gates(tmp_path / "gates.yaml")
