@@ -71,7 +71,7 @@ def champion_version(c, name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return c.get_model_version_by_alias(name, "champion").version
+        return str(c.get_model_version_by_alias(name, "champion").version)
     except MlflowException:
         return None
 
@@ -181,7 +181,7 @@ def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
     c = client(tracking_uri)
     current = champion_version(c, name)
     history = _history(c, name)
-    existing = {v.version for v in _versions(c, name)}
+    existing = {str(v.version) for v in _versions(c, name)}
     while history and (history[-1] == current or history[-1] not in existing):
         history.pop()
     if not history:
@@ -201,15 +201,15 @@ def list_versions(tracking_uri: str, name: str | None = None) -> list[VersionInf
 def champion_artifacts(tracking_uri: str, name: str, dest: Path) -> dict[str, str] | None:
     """Download the current champion's base, adapter and tokenizer folders; None without a champion."""
     import mlflow
+    from mlflow.models import Model
 
     c = client(tracking_uri)
     version = champion_version(c, name)
     if version is None:
         return None
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion", dst_path=str(dest)))
-    arts = local / "artifacts"
-    return {"version": version, "base": str(arts / "base"), "adapter": str(arts / "adapter"),
-            "tokenizer": str(arts / "tokenizer")}
+    artifacts = Model.load(str(local / "MLmodel")).flavors["python_function"]["artifacts"]
+    return {"version": version, **{key: str(local / a["path"]) for key, a in artifacts.items()}}
 
 
 

@@ -19,7 +19,7 @@ def champion(home: Path, name: str) -> str:
     import mlflow
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, "champion").version
+    return str(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, "champion").version)
 
 
 def aliases(home: Path, name: str, version: str) -> list[str]:
@@ -155,3 +155,14 @@ def test_models_promote_and_rollback_move_only_champion(blocked):
     assert back.returncode == 0 and f"v{v2} -> v{v1}" in back.stdout
     assert champion(home, name) == v1
     assert run_cli("rollback", home=home).returncode == 1  # nothing further back
+
+
+def test_champion_loads_as_pyfunc_and_generates(demo):
+    import mlflow
+
+    home, _, report = demo
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"models:/{report['model']['name']}@champion")
+    out = model.predict(["First Citizen:", "To be"], params={"max_new_tokens": 8})
+    assert len(out) == 2 and all(isinstance(o, str) and o for o in out)
