@@ -25,6 +25,7 @@ def _prefect_home(state: StatePaths) -> None:
     (state.home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(state.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tunegate")  # stage progress in the run's logs
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
@@ -63,18 +64,24 @@ def run(
         if missing:
             fail(f"--data: no such file or folder: {', '.join(missing)}")
         cfg.data.paths = [p.resolve() for p in data]
-    if not cfg.data.paths:
+    if not cfg.data.paths and not cfg.ingest.hub_datasets:
         fail("data.paths is empty: give data paths in the config or with --data")
     for p in cfg.data.paths:
         if not Path(p).exists():
             fail(f"data.paths: no such file or folder: {p}")
-    for label, p in (("contract.suite", cfg.contract.suite), ("gates.file", cfg.gates.file)):
+    files = [(f"contract.{kind}", p) for kind, p in cfg.contract.suites().items()] + [("gates.file", cfg.gates.file)]
+    for label, p in files:
         if not Path(p).is_file():
             fail(f"{label}: file not found: {p}")
     _prefect_home(state)
     from flows.retrain import retrain
 
-    rep = retrain(cfg, run_id=run_id, home=str(state.home))
+    from tasks.executor import close_clients
+
+    try:
+        rep = retrain(cfg, run_id=run_id, home=str(state.home))
+    finally:
+        close_clients()
     where = state.run_dir(rep["run_id"]) / "report.md"
     model = rep.get("model") or {}
     if rep["status"] == "promoted":
@@ -105,7 +112,10 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
-    ref = ingest_to_snapshot(paths, cfg.ingest, cfg.dask, _stage_store())
+    try:
+        ref = ingest_to_snapshot(paths, cfg.ingest, cfg.dask, _stage_store())
+    except (ConnectionError, FileNotFoundError) as exc:  # e.g. a hub dataset offline: one line naming it
+        fail(str(exc))
     snapshot.export(ref, out)
     stats = ref.manifest()["stats"]
     for row in (Path(ref.path) / "quarantine.jsonl").read_text().splitlines():
@@ -220,6 +230,31 @@ def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registe
     except LookupError as exc:
         fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="text to continue")],
+    model: Annotated[str, typer.Option("--model", help="an alias (champion, challenger) or a version number")] = "champion",
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 48,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    seed: int = 0,
+) -> None:
+    """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri, model_name = _registry(name)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    ref = f"models:/{model_name}/{model}" if model.isdigit() else f"models:/{model_name}@{model}"
+    try:
+        loaded = mlflow.pyfunc.load_model(ref)
+    except MlflowException as exc:
+        fail(f"cannot load {ref}: {exc.message}")
+    params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    typer.echo(loaded.predict([prompt], params=params)[0])
 
 
 def main() -> None:

@@ -82,7 +82,9 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
 
 def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     config.data.paths = [_resolve(base, p) for p in config.data.paths]
-    config.contract.suite = _resolve(base, config.contract.suite)
+    config.contract.raw = _resolve(base, config.contract.raw)
+    config.contract.curated = _resolve(base, config.contract.curated)
+    config.contract.training = _resolve(base, config.contract.training)
     config.gates.file = _resolve(base, config.gates.file)
     if config.model.base_model and not Path(config.model.base_model).is_absolute():
         candidate = base / config.model.base_model

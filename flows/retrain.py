@@ -26,7 +26,7 @@ from tasks import gates as gates_mod
 from tasks import registry, report
 from tasks.clean import clean_task
 from tasks.contracts import contract_task
-from tasks.dataset import dataset_task
+from tasks.dataset import dataset_task, split_sets
 from tasks.dedup import dedup_task
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
@@ -72,9 +72,9 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         store = str(state.snapshots)
         raw = ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store)
         clock.lap("ingest")
-        quarantine = Path(raw.path) / "quarantine.jsonl"
         (run_dir / "quarantine").mkdir(exist_ok=True)
-        shutil.copyfile(quarantine, run_dir / "quarantine" / "quarantine.jsonl")
+        shutil.copyfile(Path(raw.path) / "quarantine.jsonl", run_dir / "quarantine" / "quarantine.jsonl")
+        check_contract(rep, raw, config.contract.raw, "raw")
         cleaned = clean_task(raw, config.clean, config.dask, store)
         clock.lap("clean")
         deduped = dedup_task(cleaned, config.dedup, store)
@@ -84,13 +84,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         snaps = {"ingest": raw, "clean": cleaned, "dedup": deduped, "pii": curated}
         rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
         rep["counts"] = stage_counts(snaps)
-
-        contract = contract_task(curated, config.contract.suite)
+        check_contract(rep, curated, config.contract.curated, "curated")
         clock.lap("contract")
-        rep["contract"] = {**contract.model_dump(mode="json"), "failures": contract.failures}
-        rep["blocked_by"] += contract.failures
-        if contract.failures:
-            log.warning("contract failed: %s", "; ".join(contract.failures))
 
         tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers))
         base = base_model_task(config.model, tok.path, tok.content_hash, str(state.models))
@@ -98,6 +93,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         rep["tokenizer"], rep["base_model"] = tok.model_dump(), base.model_dump()
         data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"))
         rep["dataset"] = data.model_dump()
+        check_contract(rep, curated, config.contract.training, "training", split_sets(data))
         clock.lap("split")
 
         job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path,
@@ -126,7 +122,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
             tracking_uri=tracking_uri, artifact_location=state.mlflow_artifacts(),
             name=config.registry.model_name, run_id=run_id,
             base=base.path, adapter=trained.adapter, tokenizer=tok.path,
-            tags=lineage_tags(curated.fingerprint, tok, base, contract.passed, gate_results, scores["candidate"],
+            tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],
                               status, rep["blocked_by"]),
             params=flat_params(config), metrics=flat_metrics(scores, trained),
             step_metrics=read_metrics(Path(trained.metrics)), files=[run_dir / "loss_curve.png"],
@@ -160,6 +156,10 @@ def stage_counts(snaps: dict) -> dict[str, Any]:
         "quarantined": m["ingest"].get("quarantined"),
         "dropped_empty": m["clean"].get("dropped_empty"),
         "dropped_too_short": m["clean"].get("dropped_too_short"),
+        "dropped_quality": sum(v for k, v in m["clean"].items() if k.startswith("dropped_") and k not in
+                               {"dropped_empty", "dropped_too_short", "dropped_too_long"}),
+        "quality_filters": {k: v for k, v in m["clean"].items() if k.startswith(("dropped_", "flagged_")) and k not in
+                            {"dropped_empty", "dropped_too_short", "dropped_too_long"}},
         "exact_duplicates": m["dedup"].get("exact_duplicates"),
         "near_duplicates": m["dedup"].get("near_duplicates"),
         "curated_documents": snaps["pii"].rows,
@@ -167,13 +167,24 @@ def stage_counts(snaps: dict) -> dict[str, Any]:
     }
 
 
-def lineage_tags(fingerprint, tok, base, contract_passed, gate_results, candidate, status, blocked_by) -> dict[str, str]:
+def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, train_eval=None) -> None:
+    """Validate one snapshot kind against its suite; failures join the run's blocked_by."""
+    if suite is None:
+        return
+    result = contract_task(ref, suite, kind, train_eval)
+    rep.setdefault("contracts", []).append({**result.model_dump(mode="json"), "failures": result.failures})
+    rep["blocked_by"] += result.failures
+    if result.failures:
+        get_run_logger().warning("%s contract failed: %s", kind, "; ".join(result.failures))
+
+
+def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, status, blocked_by) -> dict[str, str]:
     return {
         "snapshot_fingerprint": fingerprint,
         "tokenizer_hash": tok.content_hash,
         "base_model": base.description,
         "base_model_fingerprint": base.fingerprint,
-        "contract": "passed" if contract_passed else "failed",
+        "contracts": json.dumps({c["kind"]: c["passed"] for c in contracts}),
         "gates": json.dumps({g.name: g.passed for g in gate_results}),
         "perplexity": f"{candidate['perplexity']:.6g}",
         "bits_per_byte": f"{candidate['bits_per_byte']:.6g}",

@@ -12,7 +12,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-CODE_VERSION = "clean-1"
+from tasks import quality
+from tasks.quality import QualitySettings, filter_documents
+
+CODE_VERSION = "clean-2"
 _SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -25,6 +28,7 @@ class CleanSettings(BaseModel):
 
     min_chars: int = Field(50, ge=0, description="documents shorter than this (after cleaning) are dropped")
     max_chars: int = Field(1_000_000, gt=0, description="documents longer than this are dropped")
+    quality: QualitySettings = Field(default_factory=QualitySettings, description="Gopher/C4-style quality filters")
 
 
 def normalise_text(text: str) -> str:
@@ -51,14 +55,22 @@ def clean_documents(docs: Iterable[dict[str, Any]], settings: CleanSettings, cou
 
 
 def _clean_shard(shard: str, settings: CleanSettings):
+    """One shard cleaned and quality-filtered; documents kept get a ``quality_flags`` column."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tasks.records import to_table
 
     table = pq.read_table(shard)
     counts: Counter = Counter()
-    rows = list(clean_documents(table.to_pylist(), settings, counts))
-    return to_table(rows, table.schema), counts
+    qcounts: Counter = Counter()
+    rows = list(filter_documents(clean_documents(table.to_pylist(), settings, counts), settings.quality, qcounts))
+    counts["kept"] -= sum(v for k, v in qcounts.items() if k.startswith("dropped_"))
+    counts.update(qcounts)
+    schema = table.schema
+    if "quality_flags" not in schema.names:
+        schema = schema.append(pa.field("quality_flags", pa.string()))
+    return to_table(rows, schema), counts
 
 
 def clean_snapshot(ref, settings: CleanSettings, dask_settings, store):
@@ -72,10 +84,12 @@ def clean_snapshot(ref, settings: CleanSettings, dask_settings, store):
             total.update(counts)
             yield table
         stats.update(kept=total["kept"], dropped_empty=total["empty"], dropped_too_short=total["too_short"],
-                     dropped_too_long=total["too_long"])
+                     dropped_too_long=total["too_long"],
+                     **{k: v for k, v in sorted(total.items()) if k.startswith(("dropped_", "flagged_"))})
 
-    return snapshot.materialize(store, "clean", input_fingerprint=ref.fingerprint, params=settings.model_dump(),
-                                code_version=CODE_VERSION, produce=produce)
+    params = {**settings.model_dump(mode="json"), "quality": quality.cache_params(settings.quality)}
+    return snapshot.materialize(store, "clean", input_fingerprint=ref.fingerprint, params=params,
+                                code_version=f"{CODE_VERSION}+{quality.CODE_VERSION}", produce=produce)
 
 
 @task(name="clean", cache_policy=NO_CACHE)

@@ -6,6 +6,7 @@ Only counts and observed values go into results, never the offending text (it ma
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,16 @@ from tasks import snapshot
 
 
 class ContractSettings(BaseModel):
-    """The suite a curated snapshot must pass."""
+    """The suites each kind of snapshot must pass (GE suite files, JSON or YAML); none skips that check."""
 
     model_config = ConfigDict(extra="forbid")
 
-    suite: Path = Field(Path("data_contracts/curated.json"), description="GE suite file (JSON or YAML)")
+    raw: Path | None = Field(Path("data_contracts/raw.json"), description="ingested documents")
+    curated: Path = Field(Path("data_contracts/curated.json"), description="documents after dedup and PII")
+    training: Path | None = Field(Path("data_contracts/training.json"), description="the training split")
+
+    def suites(self) -> dict[str, Path]:
+        return {k: v for k, v in (("raw", self.raw), ("curated", self.curated), ("training", self.training)) if v}
 
 
 class ExpectationOutcome(BaseModel):
@@ -41,6 +47,7 @@ class ExpectationOutcome(BaseModel):
 
 
 class ContractResult(BaseModel):
+    kind: str = "curated"
     suite: str
     passed: bool
     rows: int
@@ -48,11 +55,13 @@ class ContractResult(BaseModel):
 
     @property
     def failures(self) -> list[str]:
-        return [f"contract {self.suite}: {e.describe()}" for e in self.expectations if not e.success]
+        return [f"{self.kind} contract ({Path(self.suite).name}): {e.describe()}" for e in self.expectations
+                if not e.success]
 
 
-def load_suite(path: Path):
-    """The suite in ``path`` as a GE ExpectationSuite; a missing or malformed file names the path."""
+def load_suite(path: Path) -> dict[str, Any]:
+    """The suite in ``path`` as a dict (checked by building a GE ExpectationSuite from it); a missing or
+    malformed file names the path."""
     import great_expectations as gx
 
     path = Path(path)
@@ -61,43 +70,125 @@ def load_suite(path: Path):
     text = path.read_text()
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return gx.ExpectationSuite(**data)
+        gx.ExpectationSuite(**data)
     except Exception as exc:
         raise ValueError(f"contract suite {path} is not a valid Great Expectations suite: {exc}") from exc
+    return data
 
 
-def validate_frame(df, suite_path: Path) -> ContractResult:
-    """Validate a pandas DataFrame against the suite file."""
+# Structured PII that must not survive scrubbing, counted per document as the `residual_pii` column
+RESIDUAL_PII = re.compile(
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"  # e-mail
+    r"|(?:\+\d{1,2}[ .-]?)?\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"  # phone
+    r"|\b(?:\d[ -]?){13,16}\b"  # card
+    r"|\b\d{3}-\d{2}-\d{4}\b"  # SSN
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}\b"  # IPv4
+)
+
+
+def frame_for_contract(table, train_eval: tuple[set, set] | None = None):
+    """The snapshot as a DataFrame with the derived columns suites can set expectations on:
+    n_chars, n_words, text_key (normalised text hash, for duplicate ratios), residual_pii, and for the
+    training set `in_eval` (the document is also in the held-out split)."""
+    import hashlib
+
+    df = table.select([c for c in ("doc_id", "source", "text") if c in table.column_names]).to_pandas()
+    text = df["text"].fillna("")
+    df["n_chars"] = text.str.len()
+    df["n_words"] = text.str.split().str.len()
+    df["text_key"] = [hashlib.sha1(" ".join(t.lower().split()).encode()).hexdigest() for t in text]
+    df["residual_pii"] = [len(RESIDUAL_PII.findall(t)) for t in text]
+    if train_eval is not None:
+        train_ids, eval_ids = train_eval
+        df = df[df["doc_id"].isin(train_ids)].reset_index(drop=True)
+        df["in_eval"] = df["doc_id"].isin(eval_ids)
+    return df
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in GE results as plain Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run_suite(df, suite: dict[str, Any]) -> list[ExpectationOutcome]:
+    """Validate a pandas DataFrame against a suite (as a dict) with Great Expectations."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    suite = load_suite(suite_path)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("tunegate").add_dataframe_asset("snapshot")
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(suite)
     outcomes = []
-    for r in result.results:
+    for r in batch.validate(gx.ExpectationSuite(**suite)).results:
         kwargs = {k: v for k, v in dict(r.expectation_config.kwargs).items() if k != "batch_id"}
         res = r.result or {}
         outcomes.append(
             ExpectationOutcome(
                 expectation=r.expectation_config.type,
                 column=kwargs.get("column"),
-                kwargs=kwargs,
+                kwargs=_plain(kwargs),
                 success=bool(r.success),
-                observed=res.get("observed_value"),
-                unexpected_count=res.get("unexpected_count"),
+                observed=_plain(res.get("observed_value")),
+                unexpected_count=_plain(res.get("unexpected_count")),
             )
         )
-    return ContractResult(suite=str(suite_path), passed=bool(result.success), rows=len(df), expectations=outcomes)
+    return outcomes
 
 
-def validate_snapshot(ref: snapshot.SnapshotRef, suite_path: Path) -> ContractResult:
-    return validate_frame(snapshot.read_table(ref).to_pandas(), suite_path)
+def validate_frame(df, suite_path: Path, kind: str = "curated") -> ContractResult:
+    """Validate a whole DataFrame (derived columns included) against the suite file."""
+    outcomes = run_suite(df, load_suite(suite_path))
+    return ContractResult(kind=kind, suite=str(suite_path), passed=all(o.success for o in outcomes), rows=len(df),
+                          expectations=outcomes)
 
 
-@task(name="contract", cache_policy=NO_CACHE)
-def contract_task(ref: snapshot.SnapshotRef, suite: Path) -> ContractResult:
-    return validate_snapshot(ref, suite)
+def _merge(into: dict[str, ExpectationOutcome], outcomes: list[ExpectationOutcome]) -> None:
+    """Fold one shard's row-level outcomes into the running ones: all must succeed, counts add up."""
+    for o in outcomes:
+        key = o.expectation + json.dumps(o.kwargs, sort_keys=True, default=str)
+        seen = into.get(key)
+        if seen is None:
+            into[key] = o
+        else:
+            seen.success = seen.success and o.success
+            if seen.unexpected_count is not None or o.unexpected_count is not None:
+                seen.unexpected_count = (seen.unexpected_count or 0) + (o.unexpected_count or 0)
+
+
+def validate_snapshot(ref: snapshot.SnapshotRef, suite_path: Path, kind: str,
+                      train_eval: tuple[set, set] | None = None) -> ContractResult:
+    """Validate a snapshot shard by shard, so memory is bounded by shard size.
+
+    Expectations on the ``text`` column are row-level: they run on each shard and their results are
+    folded together. All others (row counts, uniqueness, statistics) run once on the derived columns of
+    the whole snapshot, which leave the text out.
+    """
+    import pandas as pd
+
+    suite = load_suite(suite_path)
+    on_text = [e for e in suite.get("expectations", []) if (e.get("kwargs") or {}).get("column") == "text"]
+    on_table = [e for e in suite.get("expectations", []) if e not in on_text]
+    row_level: dict[str, ExpectationOutcome] = {}
+    light = []
+    for table in snapshot.iter_tables(ref):
+        df = frame_for_contract(table, train_eval)
+        if on_text and (len(df) or not row_level):
+            _merge(row_level, run_suite(df, {**suite, "expectations": on_text}))
+        light.append(df.drop(columns=["text"]))
+    whole = pd.concat(light, ignore_index=True) if light else pd.DataFrame()
+    outcomes = list(row_level.values()) + (run_suite(whole, {**suite, "expectations": on_table}) if on_table else [])
+    return ContractResult(kind=kind, suite=str(suite_path), passed=all(o.success for o in outcomes), rows=len(whole),
+                          expectations=outcomes)
+
+
+@task(name="contract", cache_policy=NO_CACHE, task_run_name="contract-{kind}")
+def contract_task(ref: snapshot.SnapshotRef, suite: Path, kind: str,
+                  train_eval: tuple[set, set] | None = None) -> ContractResult:
+    return validate_snapshot(ref, suite, kind, train_eval)

@@ -27,10 +27,16 @@ class SplitSettings(BaseModel):
 class DatasetRef(BaseModel):
     train_blocks: str  # .npy of int32 [n_blocks, seq_len + 1]
     eval_texts: str  # .jsonl of {"doc_id", "text"}
+    split: str  # .json of {"train": [doc_id...], "eval": [doc_id...]}
     train_docs: int
     eval_docs: int
     train_tokens: int
     blocks: int
+
+
+def split_sets(ref: DatasetRef) -> tuple[set[str], set[str]]:
+    ids = json.loads(Path(ref.split).read_text())
+    return set(ids["train"]), set(ids["eval"])
 
 
 def _bucket(doc_id: str, seed: int) -> float:
@@ -75,11 +81,12 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
     encoded = tok([by_id[d] for d in train_ids], add_special_tokens=False)["input_ids"]
     blocks = pack(encoded, tok.eos_token_id, seq_len)
     np.save(out / "train_blocks.npy", blocks)
+    (out / "split.json").write_text(json.dumps({"train": train_ids, "eval": eval_ids}))
     with open(out / "eval.jsonl", "w") as fh:
         for d in eval_ids:
             fh.write(json.dumps({"doc_id": d, "text": by_id[d]}) + "\n")
     result = DatasetRef(
-        train_blocks=str(out / "train_blocks.npy"), eval_texts=str(out / "eval.jsonl"),
+        train_blocks=str(out / "train_blocks.npy"), eval_texts=str(out / "eval.jsonl"), split=str(out / "split.json"),
         train_docs=len(train_ids), eval_docs=len(eval_ids),
         train_tokens=int(sum(len(e) + 1 for e in encoded)), blocks=int(blocks.shape[0]),
     )

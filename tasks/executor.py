@@ -1,50 +1,121 @@
-"""Where a stage's shards are processed: Dask, one partition per shard.
+"""Where a stage's shards are processed: Dask, one task per shard.
 
-A stage hands a plain function and its shards here; the function runs once per shard on the chosen
-Dask scheduler — in process (``sync``), on threads or processes, or on a real cluster when an address
-is configured (``dask.address`` or ``TUNEGATE_DASK_ADDRESS``).
+A stage hands a plain function and its shards here; the function runs once per shard. With one shard it
+runs in this process (no cluster start-up for small inputs). With more, it runs on a Dask cluster: the
+one at ``dask.address`` / ``TUNEGATE_DASK_ADDRESS`` when set, else a LocalCluster sized to the machine
+(started once per process and reused by every stage). Results come back in shard order, and only a
+bounded window of shards is in flight, so memory is bounded by shard size, not corpus size.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.progress import track
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class DaskSettings(BaseModel):
-    """Which Dask scheduler runs the data stages."""
+    """Which Dask cluster runs the data stages."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scheduler: Literal["sync", "threads", "processes"] = Field(
-        "sync", description="local scheduler when no cluster address is set"
+    scheduler: Literal["local", "sync", "threads"] = Field(
+        "local", description="without an address: a LocalCluster of processes, or in-process (sync/threads)"
     )
     address: str | None = Field(None, description="tcp://host:port of a Dask scheduler (or TUNEGATE_DASK_ADDRESS)")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="local workers")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="local worker processes")
+    memory_limit: str = Field("4GiB", description="per local worker; Dask spills and restarts beyond it")
+    in_flight: int = Field(2, ge=1, description="shards in flight per worker (bounds memory)")
 
     def cluster_address(self) -> str | None:
         return self.address or os.environ.get("TUNEGATE_DASK_ADDRESS") or None
 
 
+_lock = threading.Lock()
+_clients: dict[tuple, Any] = {}
+
+
+def client_for(settings: DaskSettings):
+    """A distributed Client for these settings, created once per process."""
+    from distributed import Client, LocalCluster
+
+    address = settings.cluster_address()
+    key = (address,) if address else ("local", settings.workers, settings.memory_limit)
+    with _lock:
+        client = _clients.get(key)
+        if client is None or client.status != "running":
+            if address:
+                client = Client(address, set_as_default=False)
+            else:
+                cluster = LocalCluster(
+                    n_workers=settings.workers, threads_per_worker=1, processes=True,
+                    memory_limit=settings.memory_limit, dashboard_address=None, host="127.0.0.1",
+                )
+                client = Client(cluster, set_as_default=False)
+            _clients[key] = client
+    return client
+
+
+@atexit.register
+def close_clients() -> None:
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    for client in list(_clients.values()):
+        try:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        except Exception:
+            pass
+    _clients.clear()
+
+
 def map_shards(fn: Callable[..., R], shards: Sequence[T], settings: DaskSettings, *args: Any) -> Iterator[R]:
-    """``fn(shard, *args)`` for every shard, in shard order, as Dask tasks; results as they are needed."""
+    """``fn(shard, *args)`` for every shard, results yielded in shard order (with progress)."""
+    label = fn.__name__.strip("_").replace("_", " ")
+    return track(_map(fn, shards, settings, args), label, total=len(shards))
+
+
+def _map(fn, shards, settings: DaskSettings, args) -> Iterator:
     if not shards:
         return iter(())
-    if len(shards) == 1 and settings.cluster_address() is None:
-        return iter([fn(shards[0], *args)])
-    import dask
+    local = settings.cluster_address() is None
+    if len(shards) == 1 and local or settings.scheduler == "sync" and local:
+        return (fn(shard, *args) for shard in shards)
+    if settings.scheduler == "threads" and local:
+        import dask
 
-    tasks = [dask.delayed(fn, pure=False)(shard, *args) for shard in shards]
-    address = settings.cluster_address()
-    if address:
-        from distributed import Client
+        return iter(dask.compute(*[dask.delayed(fn, pure=False)(s, *args) for s in shards], scheduler="threads",
+                                 num_workers=settings.workers))
+    return _windowed(client_for(settings), fn, shards, settings, args)
 
-        with Client(address, set_as_default=False) as client:
-            return iter(client.gather(client.compute(tasks)))
-    return iter(dask.compute(*tasks, scheduler=settings.scheduler, num_workers=settings.workers))
+
+def _windowed(client, fn, shards, settings: DaskSettings, args) -> Iterator:
+    """Submit shards a window at a time; yield each result in order and release it."""
+    window = max(1, settings.in_flight * len(client.scheduler_info().get("workers", {}) or [1]))
+    pending: deque = deque()
+    todo = iter(shards)
+    for shard in todo:
+        pending.append(client.submit(fn, shard, *args, pure=False))
+        if len(pending) >= window:
+            break
+    while pending:
+        future = pending.popleft()
+        result = future.result()
+        future.release()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append(client.submit(fn, nxt, *args, pure=False))
+        yield result

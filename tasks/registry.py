@@ -41,6 +41,16 @@ class VersionInfo(BaseModel):
     created: int | None = None
 
 
+def generation_signature():
+    """Prompts in, continuations out, with the generation settings as parameters."""
+    from mlflow.models import infer_signature
+
+    return infer_signature(["a prompt"], ["a continuation"], params=dict(DEFAULT_GENERATION))
+
+
+DEFAULT_GENERATION = {"max_new_tokens": 48, "temperature": 0.0, "seed": 0}
+
+
 def client(tracking_uri: str):
     import mlflow
 
@@ -128,6 +138,7 @@ def register(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=CausalLMWithAdapter(),
+            signature=generation_signature(),
             artifacts={"base": base, "adapter": adapter, "tokenizer": tokenizer},
             pip_requirements=_requirements(),
         )

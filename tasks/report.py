@@ -61,12 +61,12 @@ def markdown(report: dict[str, Any]) -> str:
     if snaps:
         parts += ["", "## Snapshots", _table(["stage", "rows", "fingerprint", "reused"],
                                              [[k, s["rows"], s["fingerprint"][:16], s["reused"]] for k, s in snaps.items()])]
-    contract = r.get("contract")
-    if contract:
+    for contract in r.get("contracts", []):
         rows = [[e["expectation"], e.get("column"), "pass" if e["success"] else "FAIL",
                  e.get("observed") if e.get("observed") is not None else e.get("unexpected_count")]
                 for e in contract["expectations"]]
-        parts += ["", f"## Contract `{contract['suite']}` — {'passed' if contract['passed'] else 'FAILED'}",
+        verdict = "passed" if contract["passed"] else "FAILED"
+        parts += ["", f"## {contract['kind'].capitalize()} contract `{Path(contract['suite']).name}` — {verdict}",
                   _table(["expectation", "column", "result", "observed / unexpected"], rows)]
     t = r.get("training")
     if t:

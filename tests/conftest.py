@@ -42,3 +42,12 @@ def corpus_copy(tmp_path) -> Path:
     dest = tmp_path / "corpus"
     shutil.copytree(CORPUS, dest)
     return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_dask_clusters():
+    """Stop the LocalClusters the stages started while pytest's output streams are still open."""
+    yield
+    from tasks.executor import close_clients
+
+    close_clients()

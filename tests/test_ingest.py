@@ -1,15 +1,29 @@
-"""Ingest on small inputs: every format read through unstructured, JSONL and datasets; bad files quarantined."""
+"""Ingest on small inputs: every format read through unstructured, JSONL and datasets; bad input quarantined.
+
+The bad inputs are made here in tmp_path; each one is either ingested or quarantined with a known reason,
+never raises, never disappears. Real documents in many formats: test_ingest_documents.py.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from conftest import CORPUS
 from tasks.executor import DaskSettings
-from tasks.ingest import IngestSettings, ingest_path, ingest_to_snapshot
+from tasks.ingest import (
+    QUARANTINE_REASONS,
+    HubDatasetUnavailable,
+    IngestSettings,
+    decode_text,
+    discover,
+    fingerprint_inputs,
+    ingest_path,
+    ingest_to_snapshot,
+)
 from tasks import snapshot
 
 SETTINGS = IngestSettings()
@@ -74,7 +88,8 @@ def test_jsonl_carries_fields_and_quarantines_bad_lines(tmp_path):
     bad = [i["quarantine"] for i in items if "quarantine" in i]
     assert [d["text"] for d in docs] == ["hello there", "second"]
     assert json.loads(docs[0]["metadata"]) == {"lang": "en"}
-    assert [(b["reason"], b["position"]) for b in bad] == [("broken JSON line", 2), ("missing text field 'text'", 3)]
+    assert [(b["reason"], b["position"]) for b in bad] == [("broken JSON line", 2), ("missing text field", 3)]
+    assert "ingest.text_field" in bad[1]["detail"]
 
 
 def test_hf_datasets_parquet_and_saved_folder(tmp_path):
@@ -110,3 +125,207 @@ def test_ingest_snapshot_counts_everything_and_is_reused(tmp_path, corpus_copy):
     (corpus_copy / "plays/passage-00.txt").write_text("Changed text of the first passage, long enough to keep.")
     changed = ingest_to_snapshot([corpus_copy], SETTINGS, DaskSettings(), store)
     assert not changed.reused and changed.path != ref.path
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def _bad_inputs() -> dict[str, bytes]:
+    import zipfile
+    from io import BytesIO
+
+    pdf = (CORPUS / "office/handbook.pdf").read_bytes()
+    not_word = BytesIO()
+    with zipfile.ZipFile(not_word, "w") as zf:
+        zf.writestr("photos/cat.txt", "a zip of something else")
+    rng = __import__("random").Random(7)
+    noise = bytes(rng.randrange(256) for _ in range(6000))
+    return {
+        "zero.txt": b"",
+        "zero.pdf": b"",
+        "binary.txt": noise,
+        "binary.md": b"\x89PNG\r\n\x1a\n" + noise,
+        "binary.html": bytes(range(1, 32)) * 200,  # control characters, no NUL
+        "truncated.pdf": pdf[: len(pdf) // 2],
+        "truncated-late.pdf": pdf[: len(pdf) - 40],
+        "corrupt.pdf": b"%PDF-1.7\n" + noise,
+        "text-named.pdf": b"just some words, not a PDF at all",
+        "renamed-zip.docx": not_word.getvalue(),
+        "not-a-zip.docx": b"plain words renamed to .docx",
+        "ole.docx": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000),
+        "invalid-utf8.txt": "Déjà vu: the café serves crème brûlée. ".encode() * 4 + b"\xff\xfe\xc3 and then more.",
+        "lone-bytes.md": b"# Notes\n\nplain ascii words, then \xff\xfe\xfa\x81 bytes that decode to nothing sane\n",
+        "deep.html": b"<html><body>" + b"<div>" * 5000 + b"deep text" + b"</div>" * 5000 + b"</body></html>",
+        "whitespace.txt": b"  \n\t\n   ",
+        "broken.jsonl": b"\xff\xfe not json\n{\"text\": 42}\n{\"text\": \"kept line\"}\n",
+        "picture.png": b"\x89PNG\r\n\x1a\n" + noise,
+        "table.xyz": b"a,b\n1,2\n",
+    }
+
+
+def test_bad_inputs_are_ingested_or_quarantined_never_raised(tmp_path):
+    files = _bad_inputs()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    got = {name: ingest_one(tmp_path / name) for name in files}
+    for name, items in got.items():
+        assert items, f"{name} disappeared"
+        for item in items:
+            if "quarantine" in item:
+                assert item["quarantine"]["reason"] in QUARANTINE_REASONS, (name, item)
+                assert item["quarantine"]["source"] == name
+            else:
+                assert item["text"].strip(), name
+
+    def why(name):
+        (item,) = got[name]
+        return item["quarantine"]["reason"], item["quarantine"]["detail"]
+
+    assert why("zero.txt")[0] == why("zero.pdf")[0] == "empty file"
+    for name in ("binary.txt", "binary.md", "binary.html"):
+        assert why(name)[0] == "binary content in a text file", name
+    for name in ("truncated.pdf", "corrupt.pdf", "text-named.pdf"):
+        assert why(name)[0] == "corrupt PDF", name
+    assert why("renamed-zip.docx") == ("unreadable", "a zip without word/document.xml, so not a .docx "
+                                                     "(it holds photos/cat.txt)")
+    assert why("not-a-zip.docx")[0] == "unreadable" and "zip" in why("not-a-zip.docx")[1]
+    assert why("ole.docx")[0] == "unreadable" and "password-protected" in why("ole.docx")[1]
+    assert why("deep.html") == ("no text extracted", "HTML nested deeper than the parser's limit (256 levels)")
+    assert why("whitespace.txt")[0] == "no text extracted"
+    assert why("picture.png")[0] == "unsupported type" and "OCR" in why("picture.png")[1]
+    assert why("table.xyz") == ("unsupported type", "unknown suffix '.xyz' (table.xyz)")
+    (utf8,) = got["invalid-utf8.txt"]
+    assert "crème brûlée" in utf8["text"] and "\ufffd" in utf8["text"]
+    assert json.loads(utf8["metadata"])["encoding"].startswith("utf-8 (1 invalid")
+    assert [i.get("text") or i["quarantine"]["reason"] for i in got["broken.jsonl"]] == [
+        "broken JSON line", "non-string text field", "kept line"]
+
+
+def test_bad_inputs_in_a_snapshot_are_counted(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, content in _bad_inputs().items():
+        if not name.endswith(".pdf"):  # keep torch out of this test; PDFs are covered above
+            (data / name).write_bytes(content)
+    (data / "good.md").write_text("# Good\n\nA readable note that is kept.\n")
+    ref = ingest_to_snapshot([data], SETTINGS, DaskSettings(scheduler="sync"), tmp_path / "store")
+    stats = ref.manifest()["stats"]
+    assert stats["inputs"] == len(list(data.iterdir()))
+    assert stats["documents"] == ref.rows == 4  # good.md, invalid-utf8.txt, lone-bytes.md, the kept JSONL line
+    assert stats["quarantined"] == sum(stats["quarantined_by_reason"].values()) == stats["inputs"] - 3 + 1
+    rows = [json.loads(line) for line in (Path(ref.path) / "quarantine.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} | {"data/good.md", "data/invalid-utf8.txt", "data/lone-bytes.md"} \
+        == {f"data/{p.name}" for p in data.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "raw, text, encoding",
+    [
+        ("Grüße aus Köln".encode("utf-8-sig"), "Grüße aus Köln", "utf-8-sig"),
+        ("Grüße aus Köln".encode("utf-16"), "Grüße aus Köln", "utf-16"),
+        ("Grüße aus Köln, noch einmal".encode("utf-16-le"), "Grüße aus Köln, noch einmal", "utf-16-le"),
+        ("L'été était très chaud, señor, 3,50 €".encode("cp1252"), "L'été était très chaud, señor, 3,50 €", "cp1252"),
+        ("Привет, как дела? Это тестовый документ.".encode("cp1251"), "Привет, как дела? Это тестовый документ.",
+         "cp1251"),
+    ],
+)
+def test_decode_text(raw, text, encoding):
+    assert decode_text(raw) == (text, encoding)
+
+
+def test_html_declared_charset_is_honoured():
+    raw = '<html><head><meta charset="iso-8859-15"></head><body>Prix: 5 € à payer</body></html>'.encode("iso8859_15")
+    text, encoding = decode_text(raw, ".html")
+    assert "5 € à payer" in text and encoding == "iso8859-15"
+
+
+# ------------------------------------------------------------------------------------------- data paths
+
+
+def test_missing_data_path_is_refused_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data path does not exist: .*nowhere"):
+        list(discover([tmp_path / "nowhere"], SETTINGS))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ingest_to_snapshot([tmp_path / "nowhere"], SETTINGS, DaskSettings(scheduler="sync"), tmp_path / "store")
+
+
+def test_symlinks_and_special_files_under_a_data_root(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret words outside the root")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "inside.txt").write_text("inside words")
+    (root / "out-dir").symlink_to(outside)
+    (root / "in-dir").symlink_to(root / "sub")
+    (root / "out.txt").symlink_to(outside / "secret.txt")
+    (root / "in.txt").symlink_to(root / "sub" / "inside.txt")
+    (root / "dangling.txt").symlink_to(root / "gone.txt")
+    os.mkfifo(root / "pipe.txt")
+
+    def run(settings):
+        out = {}
+        for path, source, real_root in discover([root], settings):
+            (item,) = ingest_path(path, source, real_root, settings)
+            out[source] = item.get("quarantine", {}).get("reason") or item["text"]
+        return out
+
+    assert run(SETTINGS) == {
+        "root/dangling.txt": "unreadable",
+        "root/in-dir": "symlinked folder",
+        "root/in.txt": "inside words",
+        "root/out-dir": "symlink outside the data root",
+        "root/out.txt": "symlink outside the data root",
+        "root/pipe.txt": "unreadable",
+        "root/sub/inside.txt": "inside words",
+    }
+    followed = run(IngestSettings(follow_symlinks=True))
+    assert followed["root/out-dir/secret.txt"] == followed["root/out.txt"] == "secret words outside the root"
+    assert "root/out-dir" not in followed and followed["root/in-dir"] == "symlinked folder"
+    fingerprint_inputs([root], SETTINGS)  # does not block on the fifo
+    (item,) = list(ingest_path(root / "out-dir", "root/out-dir", root.resolve(), SETTINGS))
+    assert str(outside) in item["quarantine"]["detail"]
+
+
+def test_a_symlink_named_as_the_data_path_is_read(tmp_path):
+    real = tmp_path / "real.txt"
+    real.write_text("named on purpose")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    ((path, source, root),) = discover([link], SETTINGS)
+    (item,) = ingest_path(path, source, root, SETTINGS)
+    assert item["text"] == "named on purpose"
+
+
+# ------------------------------------------------------------------------------------------- hub datasets
+
+
+def test_hub_dataset_offline_fails_in_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = IngestSettings(hub_datasets=["hf://datasets/someone/their-corpus@main"])
+    assert settings.hub_datasets == ["someone/their-corpus@main"]
+    with pytest.raises(HubDatasetUnavailable) as err:
+        ingest_to_snapshot([CORPUS / "plays"], settings, DaskSettings(scheduler="sync"), tmp_path / "store")
+    message = str(err.value)
+    assert "\n" not in message and "'someone/their-corpus@main'" in message
+    assert "ingest.hub_datasets" in message and "HF_HUB_OFFLINE" in message
+    with pytest.raises(HubDatasetUnavailable, match="someone/their-corpus"):
+        fingerprint_inputs([], settings)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
+def test_hub_dataset_ids_are_validated():
+    from pydantic import ValidationError
+
+    assert IngestSettings(hub_datasets=["squad", "owner/name:config@v1.0"]).hub_datasets == [
+        "squad", "owner/name:config@v1.0"]
+    with pytest.raises(ValidationError, match="hub_datasets"):
+        IngestSettings(hub_datasets=["not a dataset id!"])
+
+
+def test_tsv_and_csv_in_a_legacy_encoding(tmp_path):
+    (tmp_path / "table.tsv").write_text("city\tteam\nMontréal\tCanadiens\n", encoding="utf-8")
+    (tmp_path / "table.csv").write_bytes("city,team\nMontréal,Canadiens\nQuébec,Nordiques\n".encode("cp1252"))
+    for name in ("table.tsv", "table.csv"):
+        (doc,) = ingest_one(tmp_path / name)
+        assert "Montréal" in doc["text"] and "Canadiens" in doc["text"], doc

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from tasks.contracts import validate_frame
+from tasks.contracts import frame_for_contract, validate_frame
 from tasks.pii import PiiSettings, scrub_documents, scrub_texts
 
 SUITE = ROOT / "data_contracts/curated.json"
@@ -53,25 +53,34 @@ def test_scrub_documents_adds_counts_column():
 
 
 def frame(texts: list[str], ids: list[str] | None = None) -> pd.DataFrame:
-    return pd.DataFrame({"doc_id": ids or [str(i) for i in range(len(texts))], "text": texts})
+    import pyarrow as pa
+
+    ids = ids or [str(i) for i in range(len(texts))]
+    return frame_for_contract(pa.table({"doc_id": ids, "text": texts}))
 
 
-GOOD = "A perfectly ordinary paragraph about training schedules and evaluation gates, nothing secret. "
+GOOD = ("A perfectly ordinary paragraph about training schedules and evaluation gates, with nothing secret in it "
+        "at all, written only to fill a contract test. ")
+
+
+def goods(n: int) -> list[str]:
+    return [GOOD + f"Paragraph number {i}." for i in range(n)]
 
 
 def test_contract_passes_on_clean_data():
-    result = validate_frame(frame([GOOD] * 12), SUITE)
+    result = validate_frame(frame(goods(12)), SUITE)
     assert result.passed and result.failures == []
 
 
 @pytest.mark.parametrize(
     "texts, ids, failed",
     [
-        ([GOOD] * 5, None, "expect_table_row_count_to_be_between"),
-        ([GOOD] * 11 + [GOOD + "mail a.b@example.com"], None, "expect_column_values_to_not_match_regex"),
-        ([GOOD] * 11 + [GOOD + "call (212) 555-0199"], None, "expect_column_values_to_not_match_regex"),
-        ([GOOD] * 12, ["same"] * 12, "expect_column_values_to_be_unique"),
-        ([GOOD] * 11 + ["short"], None, "expect_column_value_lengths_to_be_between"),
+        (goods(5), None, "expect_table_row_count_to_be_between"),
+        (goods(11) + [GOOD + "mail a.b@example.com"], None, "expect_column_values_to_not_match_regex"),
+        (goods(11) + [GOOD + "call (212) 555-0199"], None, "expect_column_sum_to_be_between"),
+        (goods(12), ["same"] * 12, "expect_column_values_to_be_unique"),
+        (goods(11) + ["short"], None, "expect_column_value_lengths_to_be_between"),
+        ([GOOD] * 12, None, "expect_column_proportion_of_unique_values_to_be_between"),
     ],
 )
 def test_contract_failures_are_named(texts, ids, failed):
@@ -83,7 +92,7 @@ def test_contract_failures_are_named(texts, ids, failed):
 
 def test_missing_suite_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.json")):
-        validate_frame(frame([GOOD]), tmp_path / "nope.json")
+        validate_frame(frame(goods(1)), tmp_path / "nope.json")
 
 
 def test_names_found_once_are_scrubbed_everywhere_in_the_shard():

@@ -49,7 +49,7 @@ def blocked(demo, tmp_path_factory):
     (tmp / "suite.json").write_text(json.dumps(suite))
     config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     config["data"]["paths"] = [str(ROOT / "examples/corpus")]
-    config["contract"]["suite"] = str(tmp / "suite.json")
+    config["contract"] = {"curated": str(tmp / "suite.json"), "raw": None, "training": None}
     config["gates"]["file"] = str(ROOT / "data_contracts/gates.yaml")
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "blocked", home=home)
@@ -69,7 +69,7 @@ def test_demo_run_is_promoted_to_champion(demo):
 
 def test_report_has_every_section(demo):
     home, _, report = demo
-    for key in ("run_id", "status", "blocked_by", "counts", "contract", "training", "evaluation", "gates", "model"):
+    for key in ("run_id", "status", "blocked_by", "counts", "contracts", "training", "evaluation", "gates", "model"):
         assert key in report, key
     counts = report["counts"]
     for key in ("files", "documents", "quarantined", "exact_duplicates", "near_duplicates", "pii_entities"):
@@ -81,6 +81,9 @@ def test_report_has_every_section(demo):
     assert all(g["passed"] for g in report["gates"])
     md = (home / "runs/demo/report.md").read_text()
     assert "PROMOTED" in md and "| perplexity_improves_on_base |" in md
+    assert [c["kind"] for c in report["contracts"]] == ["raw", "curated", "training"]
+    assert all(c["passed"] for c in report["contracts"])
+    assert "## Training contract `training.json` — passed" in md
     assert (home / "runs/demo/loss_curve.png").stat().st_size > 1000
 
 
@@ -166,3 +169,11 @@ def test_champion_loads_as_pyfunc_and_generates(demo):
     model = mlflow.pyfunc.load_model(f"models:/{report['model']['name']}@champion")
     out = model.predict(["First Citizen:", "To be"], params={"max_new_tokens": 8})
     assert len(out) == 2 and all(isinstance(o, str) and o for o in out)
+
+
+def test_generate_command_uses_the_champion(demo):
+    home, _, _ = demo
+    proc = run_cli("generate", "First Citizen:", "--max-new-tokens", "12", "--temperature", "1.0", "--seed", "1", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()
+    assert run_cli("generate", "x", "--model", "99", home=home).returncode == 1

@@ -56,7 +56,8 @@ def test_materialize_reuses_by_cache_key(tmp_path):
 def test_demo_config_loads_with_resolved_paths():
     cfg = load_config(ROOT / "configs/demo.yaml")
     assert cfg.data.paths == [ROOT / "examples/corpus"]
-    assert cfg.contract.suite == ROOT / "data_contracts/curated.json"
+    assert cfg.contract.curated == ROOT / "data_contracts/curated.json"
+    assert cfg.contract.training == ROOT / "data_contracts/training.json"
 
 
 @pytest.mark.parametrize(
