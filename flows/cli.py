@@ -266,3 +266,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# Operations commands (deploy, serve, server) live in their own module and register on `app`.
+from flows import ops_cli  # noqa: E402,F401

@@ -10,6 +10,7 @@ bounded window of shards is in flight, so memory is bounded by shard size, not c
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections import deque
@@ -60,6 +61,7 @@ def client_for(settings: DaskSettings):
                 cluster = LocalCluster(
                     n_workers=settings.workers, threads_per_worker=1, processes=True,
                     memory_limit=settings.memory_limit, dashboard_address=None, host="127.0.0.1",
+                    silence_logs=logging.WARNING,
                 )
                 client = Client(cluster, set_as_default=False)
             _clients[key] = client
@@ -68,8 +70,6 @@ def client_for(settings: DaskSettings):
 
 @atexit.register
 def close_clients() -> None:
-    import logging
-
     logging.getLogger("distributed").setLevel(logging.ERROR)
     for client in list(_clients.values()):
         try:
