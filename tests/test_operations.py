@@ -1,0 +1,398 @@
+"""Operations against a real Prefect server: prefect.yaml, `tunegate deploy`, `tunegate serve` with the drift
+trigger, and `tunegate server`.
+
+Every server and serve process is started in its own process group and killed with it, even on failure.
+The served retrain that drift starts is cancelled as soon as it is seen: the test is about what starts it
+and with which parameters, not about training (tests/test_retrain_e2e.py trains).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TUNEGATE, run_cli
+from test_drift import drifted_texts, plays, undrifted_texts, write_jsonl
+
+PREFECT_YAML = ROOT / "prefect.yaml"
+SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+PIPELINE_SECTIONS = {"data", "ingest", "clean", "dedup", "pii", "contract", "tokenizer", "model", "split", "train",
+                     "evaluate", "gates", "registry", "dask"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """A process in its own process group (so it and everything it starts can be killed together)."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15) -> None:
+    """Signal the process group, then SIGKILL whatever is left of it."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else ""
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+             every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited ({proc.returncode}):\n{tail(log) if log else ''}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail(log) if log else ''}")
+
+
+def healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def client(api_url: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with get_client(sync_client=True) as c:
+            yield c
+
+
+def tunegate(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TUNEGATE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def spec(name: str) -> dict:
+    return next(d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"] if d["name"] == name)
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`prefect server start` on a free port with its own PREFECT_HOME; yields its API URL."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                 env, log, cwd=home)
+    try:
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/api/health"), 120, "the Prefect server", proc, log)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        stop(proc)
+
+
+def client_env(api_url: str, home: Path, **extra: str) -> dict:
+    env = {**os.environ, **SERVER_ENV, "PREFECT_API_URL": api_url, "TUNEGATE_HOME": str(home), **extra}
+    env.pop("PREFECT_HOME", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    """`tunegate serve` against the server, with a small config and a reference path (no champion yet)."""
+    tmp = tmp_path_factory.mktemp("served")
+    home = tmp / "state"
+    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    config["data"]["paths"] = [str(ROOT / "examples/corpus")]
+    config["contract"] = {k: str(ROOT / "data_contracts" / f"{k}.json") for k in ("raw", "curated", "training")}
+    config["gates"]["file"] = str(ROOT / "data_contracts/gates.yaml")
+    config["train"].update(max_steps=4, warmup_steps=1, checkpoint_every=4)
+    config["dask"] = {"scheduler": "sync"}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    reference = write_jsonl(tmp / "reference.jsonl", plays())
+    log = tmp / "serve.log"
+    env = client_env(server, home, PREFECT_RUNNER_POLL_FREQUENCY="1")
+    proc = start([str(TUNEGATE), "serve", "--config", str(tmp / "config.yaml"), "--dataset", "corpus",
+                  "--reference", str(reference)], env, log)
+    try:
+        def registered():
+            with client(server) as c:
+                try:
+                    d = c.read_deployment_by_name("drift-monitor/drift-monitor")
+                except Exception:
+                    return None
+                return d if d.parameters.get("reference") == str(reference) else None
+
+        wait_for(registered, 120, "tunegate serve to register its deployments", proc, log, every=1)
+        yield {"api": server, "home": home, "tmp": tmp, "reference": reference, "proc": proc, "log": log}
+    finally:
+        stop(proc)
+
+
+# ------------------------------------------------------------------------------------------ prefect.yaml
+
+
+def test_prefect_yaml_declares_scheduled_deployments_and_the_drift_trigger():
+    project = yaml.safe_load(PREFECT_YAML.read_text())
+    names = {d["name"]: d for d in project["deployments"]}
+    assert {"retrain", "drift-monitor"} <= set(names)
+    for d in names.values():
+        assert d["schedules"] and all(s["cron"] for s in d["schedules"])
+    retrain = names["retrain"]
+    assert retrain["entrypoint"] == "flows/retrain.py:retrain"
+    assert names["drift-monitor"]["entrypoint"] == "flows/drift.py:drift_monitor"
+    trigger = retrain["triggers"][0]
+    assert "tunegate.data.drift" in trigger["expect"]
+    assert trigger["match"] == {"prefect.resource.id": "tunegate.dataset.*"}
+    assert trigger["parameters"]["config"]["data"]["paths"] == ["{{ event.payload.new_data }}"]
+    # the trigger's config is the schedule's, apart from the data paths
+    same = {k: v for k, v in trigger["parameters"]["config"].items() if k != "data"}
+    assert same == {k: v for k, v in retrain["parameters"]["config"].items() if k != "data"}
+    assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    assert {d["work_pool"]["name"] for d in names.values()} == {"tunegate-process"}
+    from flows.config import PipelineConfig, load_config, resolve_paths
+
+    # a valid config (the UI form's default), and the demo's: configs/demo.yaml with paths from the checkout
+    scheduled = resolve_paths(PipelineConfig.model_validate(retrain["parameters"]["config"]), ROOT)
+    assert scheduled.model_dump() == load_config(ROOT / "configs/demo.yaml").model_dump()
+
+
+def test_deploy_without_api_url_fails_in_one_line(tmp_path):
+    (tmp_path / "profiles.toml").write_text('active = "local"\n[profiles.local]\n')
+    proc = run_cli("deploy", home=tmp_path / "state", env={"PREFECT_PROFILES_PATH": str(tmp_path / "profiles.toml")})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: PREFECT_API_URL is not set: start a server (`tunegate server`) and "
+        "export PREFECT_API_URL=http://127.0.0.1:4200/api"]
+
+
+# ------------------------------------------------------------------------------------------ deploy
+
+
+def test_deploy_registers_schedules_parameter_form_trigger_and_limit(server, tmp_path):
+    proc = tunegate("deploy", env=client_env(server, tmp_path / "state"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "deployed retrain, drift-monitor" in proc.stdout
+    with client(server) as c:
+        assert c.read_work_pool("tunegate-process").type == "process"
+        retrain = c.read_deployment_by_name("retrain/retrain")
+        monitor = c.read_deployment_by_name("drift-monitor/drift-monitor")
+        for d, name in ((retrain, "retrain"), (monitor, "drift-monitor")):
+            assert d.work_pool_name == "tunegate-process"
+            assert [s.schedule.cron for s in d.schedules] == [s["cron"] for s in spec(name)["schedules"]]
+            assert all(s.active for s in d.schedules)
+            assert d.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        # the UI renders `config` from the PipelineConfig schema: every section is there
+        schema = retrain.parameter_openapi_schema
+        assert schema["properties"]["config"]["$ref"].endswith("/PipelineConfig")
+        assert set(schema["definitions"]["PipelineConfig"]["properties"]) == PIPELINE_SECTIONS
+        assert "TrainSettings" in schema["definitions"] and "max_steps" in schema["definitions"]["TrainSettings"]["properties"]
+        assert retrain.parameters["config"]["train"]["max_steps"] == spec("retrain")["parameters"]["config"]["train"]["max_steps"]
+        assert set(monitor.parameter_openapi_schema["required"]) == {"dataset", "new_data"}
+        # one retrain at a time; a second waits for the slot
+        assert retrain.global_concurrency_limit.limit == 1
+        assert retrain.concurrency_options.collision_strategy.value == "ENQUEUE"
+        [automation] = c.read_resource_related_automations(f"prefect.deployment.{retrain.id}")
+        assert automation.enabled and automation.trigger.expect == {"tunegate.data.drift"}
+        assert automation.trigger.match.model_dump() == {"prefect.resource.id": "tunegate.dataset.*"}
+        action = automation.actions[0]
+        assert action.type == "run-deployment" and action.deployment_id == retrain.id
+        assert action.parameters["config"]["data"]["paths"] == ["{{ event.payload.new_data }}"]
+
+
+def test_second_retrain_waits_for_the_first(server, tmp_path):
+    """The deployment's concurrency limit: a retrain proposed while another runs is held back
+    (AwaitingConcurrencySlot) and starts once the first is over, it is not dropped."""
+    from prefect.states import Cancelled, Pending, Running
+
+    if not _deployed(server):
+        assert tunegate("deploy", env=client_env(server, tmp_path / "state")).returncode == 0
+    with client(server) as c:
+        d = c.read_deployment_by_name("retrain/retrain")
+        first, second = c.create_flow_run_from_deployment(d.id), c.create_flow_run_from_deployment(d.id)
+        try:
+            assert c.set_flow_run_state(first.id, Pending()).status.value == "ACCEPT"
+            assert c.set_flow_run_state(first.id, Running()).status.value == "ACCEPT"
+            held = c.set_flow_run_state(second.id, Pending())
+            assert held.status.value == "REJECT" and held.state.name == "AwaitingConcurrencySlot"
+            assert c.read_flow_run(second.id).state.is_scheduled()  # still there, waiting
+            c.set_flow_run_state(first.id, Cancelled(), force=True)
+            assert c.set_flow_run_state(second.id, Pending()).status.value == "ACCEPT"
+        finally:
+            for run in (first, second):
+                c.set_flow_run_state(run.id, Cancelled(), force=True)
+
+
+def _deployed(api: str) -> bool:
+    with client(api) as c:
+        try:
+            return c.read_deployment_by_name("retrain/retrain").global_concurrency_limit is not None
+        except Exception:
+            return False
+
+
+# ------------------------------------------------------------------------------------------ serve + drift
+
+
+def run_monitor(served: dict, new_data: Path, timeout: float = 180):
+    """A drift-monitor run of the served deployment, waited for until it is final."""
+    with client(served["api"]) as c:
+        d = c.read_deployment_by_name("drift-monitor/drift-monitor")
+        run = c.create_flow_run_from_deployment(d.id, parameters={"dataset": "corpus", "new_data": str(new_data)})
+
+    def final():
+        with client(served["api"]) as c:
+            fr = c.read_flow_run(run.id)
+            return fr if fr.state and fr.state.is_final() else None
+
+    return wait_for(final, timeout, f"the drift-monitor run on {new_data.name}", served["proc"], served["log"], every=1)
+
+
+def retrain_runs_by_automation(api: str) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with client(api) as c:
+        d = c.read_deployment_by_name("retrain/retrain")
+        runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[d.id])))
+    return [r for r in runs if r.created_by is not None and r.created_by.type == "AUTOMATION"]
+
+
+def cancel(api: str, run) -> None:
+    from prefect.states import Cancelled, Cancelling
+
+    with client(api) as c:
+        fr = c.read_flow_run(run.id)
+        if not fr.state.is_final():
+            c.set_flow_run_state(run.id, Cancelled() if fr.state.is_scheduled() else Cancelling(), force=True)
+
+
+def drift_report(home: Path, flow_run) -> dict:
+    import json
+
+    reports = [json.loads(p.read_text()) for p in (home / "drift").glob("*/report.json")]
+    [rep] = [r for r in reports if r["new_data"] == str(Path(flow_run.parameters["new_data"]).resolve())]
+    return rep
+
+
+def test_undrifted_drop_starts_no_retrain(served):
+    api, tmp = served["api"], served["tmp"]
+    drop = write_jsonl(tmp / "drops" / "same.jsonl", undrifted_texts(plays()))
+    fr = run_monitor(served, drop)
+    assert fr.state.is_completed(), fr.state
+    rep = drift_report(served["home"], fr)
+    assert rep["decision"] == "no drift" and not rep["drift"] and "event" not in rep
+    assert rep["reference"]["kind"] == "path" and rep["statistics"]["duplicate_rate"] == 0.0
+    time.sleep(5)  # an event would have started a run by now (it takes well under a second)
+    assert [r for r in retrain_runs_by_automation(api)
+            if r.parameters["config"]["data"]["paths"] == [str(drop)]] == []
+
+
+def test_drifted_drop_starts_retrain_on_the_new_data(served):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    api, tmp = served["api"], served["tmp"]
+    drop = write_jsonl(tmp / "drops" / "ops.jsonl", drifted_texts())
+    fr = run_monitor(served, drop)
+    assert fr.state.is_completed(), fr.state
+    rep = drift_report(served["home"], fr)
+    assert rep["drift"] and rep["decision"] == "drift" and rep["event"]["resource"] == "tunegate.dataset.corpus"
+    assert (Path(rep["report"])).read_text().startswith(f"# Drift report `{rep['drift_id']}`")
+    with client(api) as c:
+        artifacts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id])))
+    assert [a.type for a in artifacts] == ["markdown"] and "DRIFT" in artifacts[0].data
+
+    [run] = wait_for(lambda: [r for r in retrain_runs_by_automation(api)
+                              if r.parameters["config"]["data"]["paths"] == [str(drop)]],
+                     60, "the retrain run started by the drift trigger", served["proc"], served["log"])
+    try:
+        assert run.parameters["run_id"] == f"drift-corpus-{rep['drift_id']}"
+        config = run.parameters["config"]
+        assert config["train"]["max_steps"] == 4  # the served config, not prefect.yaml's
+        from flows.config import PipelineConfig
+
+        assert [str(p) for p in PipelineConfig.model_validate(config).data.paths] == [str(drop)]
+    finally:
+        cancel(api, run)
+    wait_for(lambda: _final(api, run), 60, "the cancelled retrain to stop", served["proc"], served["log"])
+
+
+def _final(api: str, run) -> bool:
+    with client(api) as c:
+        return c.read_flow_run(run.id).state.is_final()
+
+
+def test_served_deployments_carry_the_schedules_of_prefect_yaml(served):
+    with client(served["api"]) as c:
+        for name in ("retrain", "drift-monitor"):
+            d = c.read_deployment_by_name(f"{name}/{name}")
+            assert [s.schedule.cron for s in d.schedules] == [s["cron"] for s in spec(name)["schedules"]]
+        retrain = c.read_deployment_by_name("retrain/retrain")
+        assert retrain.global_concurrency_limit.limit == 1
+        assert len(c.read_resource_related_automations(f"prefect.deployment.{retrain.id}")) == 1
+
+
+# ------------------------------------------------------------------------------------------ server
+
+
+def test_server_starts_prefect_and_mlflow_and_ctrl_c_stops_both(tmp_path):
+    import psutil
+
+    home = tmp_path / "state"
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {**os.environ, **SERVER_ENV, "TUNEGATE_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "server.log"
+    proc = start([str(TUNEGATE), "server", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)],
+                 env, log)
+    children: list = []
+    try:
+        wait_for(lambda: "Ctrl-C stops both" in tail(log), 180, "tunegate server to print its URLs", proc, log, every=1)
+        out = tail(log)
+        assert f"Prefect UI  http://127.0.0.1:{prefect_port}" in out and f"MLflow UI   http://127.0.0.1:{mlflow_port}" in out
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert healthy(f"http://127.0.0.1:{prefect_port}/api/health") and healthy(f"http://127.0.0.1:{mlflow_port}/health")
+        assert (home / "prefect" / "prefect.db").exists() and (home / "mlflow.db").exists()  # the state folder
+        for c in children:  # every server listens on 127.0.0.1 only
+            for conn in c.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    assert conn.laddr.ip == "127.0.0.1", (c.cmdline(), conn)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
+        proc.wait(timeout=30)
+        assert "stopping the Prefect and MLflow servers" in tail(log)
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+        assert not healthy(f"http://127.0.0.1:{prefect_port}/api/health")
+    finally:
+        stop(proc, grace=5)
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass
