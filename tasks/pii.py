@@ -5,28 +5,31 @@ score threshold and the operator per entity are configurable. The default replac
 ``<TYPE>``. Besides Presidio's entities, the secrets recognizers of tasks/secrets.py (API_KEY, PASSWORD,
 PRIVATE_KEY, CONNECTION_STRING) are on by default.
 
-Two engines give the same findings (bench/pii.py measures both against gold spans):
+Two engines (bench/pii.py measures them against vanilla Presidio on gold spans):
 
 - ``presidio``: Presidio's BatchAnalyzerEngine, i.e. the whole spaCy pipeline and every selected
   recognizer on every text.
 - ``fast`` (default): spaCy runs only the components its NER needs (en_core_web_sm's ner has its own
-  tok2vec, so tok2vec, tagger, parser, attribute_ruler and lemmatizer are skipped; a rule-based
-  sentencizer stands in for the parser's sentence boundaries, which the NER respects), batched with
-  ``pipe``, each distinct text once. Each recognizer runs only when a sound pre-check says it can match
-  (no '@', no e-mail; fewer than 13 digits in a row, no credit card; the phone matcher only for the regions
-  whose shortest valid number fits the longest digit run). Lemmas, which only Presidio's context
-  enhancement reads, are computed (tok2vec, tagger, attribute_ruler, lemmatizer) only for the texts where a
-  context word could change the outcome: a result of a recognizer with context words below the score
-  threshold, or overlapping results. The anonymizer's conflict rules are applied as Presidio applies them,
-  then the text is rebuilt in one pass.
+  tok2vec, so tok2vec, tagger, parser, attribute_ruler and lemmatizer are skipped; the rule-based sentencizer
+  stands in for the parser's sentence boundaries, which the NER respects), in batches of up to
+  ``batch_size`` texts and ``batch_chars`` characters, each distinct text once. Each recognizer runs only
+  when a cheap test implied by its own patterns passes (no '@', no e-mail; no 13 digits in a card's
+  grouping, no credit card; the phone matcher only for the regions whose valid numbers fit the text's digit
+  runs). Lemmas, which only Presidio's context enhancement reads, come from the rest of the pipeline, run
+  only on the texts where a context word could change the outcome: a result of a recognizer with context
+  words below the score threshold, or results of different types on one span whose label a raised score
+  could flip. The anonymizer's conflict rules are applied as Presidio applies them, then the text is rebuilt
+  in one pass. Findings are Presidio's except where the NER reads a sentence boundary differently (1 of
+  synth_dataset_v2's 1,500 texts, where one name more is found), and no type leaks more.
 
 Where an entity was already replaced by a ``<TYPE>`` placeholder, nothing inside the placeholder is taken for
-PII again, so scrubbing scrubbed text changes nothing.
+PII again: scrubbing scrubbed text finds nothing new of the pattern types (the NER may still find a name it
+missed in the original's context). Texts over ``chunk_chars`` are scrubbed in pieces.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
 import logging
 import os
@@ -73,7 +76,8 @@ class PiiSettings(BaseModel):
     score_threshold: float = Field(0.3, ge=0.0, le=1.0)
     spacy_model: str = Field("en_core_web_sm", min_length=1, description="installed spaCy package")
     language: str = "en"
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1, description="texts per spaCy batch")
+    batch_chars: int = Field(50_000, ge=1_000, description="characters per spaCy batch, whatever batch_size says")
     encrypt_key_env: str = Field("TUNEGATE_PII_KEY", description="environment variable holding the AES key")
     hash_salt_env: str = Field(
         "TUNEGATE_PII_SALT",
@@ -127,7 +131,8 @@ def _operator_fn(name: str, entity: str, settings: PiiSettings) -> Callable[[str
         salt = _secret_from_env(settings.hash_salt_env)
         if salt is not None:
             if len(salt.encode()) < 16:
-                raise ValueError(f"pii operator 'hash': the salt in ${settings.hash_salt_env} must be at least 16 bytes")
+                raise ValueError(f"pii operator 'hash': the salt in ${settings.hash_salt_env} must be at least 16 "
+                                 "bytes long")
             params["salt"] = salt
         hasher = Hash()
         return lambda value: hasher.operate(text=value, params=dict(params))
@@ -192,10 +197,12 @@ def operators_for(settings: PiiSettings) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- pre-checks
 
-_CREDIT_CARD_RUN = re.compile(r"\d(?:[- ]?\d){12}")  # the card pattern needs 13+ digits, single - or space between
-_SSN_RUN = re.compile(r"[0-9](?:[- .]?[0-9]){8}")  # every SSN pattern: 9 digits, single - . or space between
-_IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")  # any two letters: the registry compiles IBAN case-insensitive
-_IP_HINT = re.compile(r"[0-9]\.[0-9]|::|[0-9A-Fa-f]:")  # IPv4 dotted digits; every IPv6 form has :: or hex:
+# Each is implied by the recognizer's own patterns (boundaries and look-arounds dropped, alternatives merged),
+# so a text it does not match cannot give that recognizer a result.
+_CREDIT_CARD_HINT = re.compile(r"[13456]\d{3}[- ]?\d{3,4}[- ]?\d{3,4}[- ]?\d{3,5}")
+_SSN_HINT = re.compile(r"[0-9]{5}-[0-9]{4}|[0-9]{3}-[0-9]{6}|[0-9]{3}[- .][0-9]{2}[- .][0-9]{4}|[0-9]{9}")
+_IBAN_HINT = re.compile(r"[^\W\d_]{2}[0-9]{2}(?:[ -]?[^\W_]{4}){2}")  # the registry compiles it case-insensitive
+_IP_HINT = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|[0-9A-Fa-f]:[0-9A-Fa-f]")  # IPv4, IPv6 forms
 
 
 def _phone_run_pattern():
@@ -208,73 +215,149 @@ def _phone_run_pattern():
     return re.compile("[" + chars + "]+")
 
 
-@lru_cache(maxsize=64)
-def _phone_national_digits(region: str) -> int:
-    """Fewest digits a number valid in ``region`` shows when written in national form.
+_DIGIT_GROUP = re.compile(r"\d+")
 
-    libphonenumber's validity check first requires the national significant number to have one of the
-    lengths in the region's general description, and every digit of that number is a digit of the text
-    (for these forms no transform rule inserts digits).
+
+class _RegionBounds(NamedTuple):
+    national: int  # fewest digits of a valid national significant number (its shortest possible length)
+    lengths: frozenset  # the possible lengths of a national significant number
+    stripped: float  # most digits parsing can strip before it (country code, national prefix twice)
+    inserted: int  # most digits a national prefix transform rule can add (twice)
+    idd_digits: int  # fewest digits of the international dialling prefix
+    idd_zero: bool  # the international dialling prefix always starts with 0
+
+
+def _sre_parse():
+    try:
+        import re._parser as sre_parse
+    except ImportError:  # Python < 3.11
+        import sre_parse  # type: ignore[no-redef]
+    return sre_parse
+
+
+def _regex_width(pattern: str) -> tuple[int, int]:
+    return _sre_parse().parse(pattern).getwidth() if pattern else (0, 0)
+
+
+def _always_starts_with_zero(pattern: str) -> bool:
+    parsed = _sre_parse().parse(pattern) if pattern else []
+    return len(parsed) > 0 and parsed[0] == (_sre_parse().LITERAL, ord("0"))
+
+
+@lru_cache(maxsize=64)
+def _phone_bounds(region: str) -> _RegionBounds | None:
+    """What libphonenumber's metadata says about valid numbers of ``region``.
+
+    A valid number's national significant number has one of the lengths in the region's general description
+    (the validity check tests them first), and its digits are digits of the text, except that parsing may
+    strip a leading country code and national prefix and a transform rule may add digits.
     """
     from phonenumbers.phonemetadata import PhoneMetadata
 
     meta = PhoneMetadata.metadata_for_region(region)
     if meta is None or not meta.general_desc or not meta.general_desc.possible_length:
-        return 1
-    return min(meta.general_desc.possible_length)
+        return None
+    prefix_width = _regex_width(meta.national_prefix_for_parsing or meta.national_prefix or "")[1]
+    stripped = float("inf") if prefix_width >= 1_000 else len(str(meta.country_code)) + 2 * prefix_width
+    literal = re.sub(r"\\g<\w+>|[\\$]\d", "", meta.national_prefix_transform_rule or "")
+    idd = meta.international_prefix or ""
+    lengths = frozenset(meta.general_desc.possible_length)
+    return _RegionBounds(min(lengths), lengths, stripped, 2 * sum(c.isdigit() for c in literal),
+                         _regex_width(idd)[0], _always_starts_with_zero(idd))
 
 
 # Written after a plus sign, a valid number of any country shows at least 6 digits: country code and national
 # number together, less any digits a transform rule inserts, are 6 or more for every country (AT, DE, IR).
 _PHONE_MIN_WITH_PLUS = 6
-# Written after an international dialling prefix (00, 011, 0(0|1..) ...: 2+ digits, always starting with 0).
-_PHONE_MIN_WITH_IDD = 2 + _PHONE_MIN_WITH_PLUS
+_PHONE_LONG_GROUP = 400  # the matcher's candidate pattern takes at most 21 blocks of 20 digits
 
 
 class PhoneGate:
-    """Runs a PhoneRecognizer only for the regions where a valid number could fit the text's digit runs.
+    """Presidio's PhoneRecognizer, run only for the regions where a valid number could fit the text.
 
     A run is a maximal stretch of the characters the phone matcher's candidates are made of (digits, its
-    punctuation, plus signs and brackets); a candidate's digits are a contiguous part of one run's digits.
+    punctuation, plus signs and brackets), a group a maximal stretch of digits in it. The matcher's candidates
+    and the parts it retries are whole groups, so a candidate's digits are consecutive groups of one run, and
+    an international prefix can only open a group. Per run: a plus sign and 6+ digits, or a group starting
+    with 0 (the first digit of these regions' international prefixes) and 8+ digits from it on, and any
+    region may match; a single group of g digits can only be a
+    national number of a region with a possible length in [g - stripped, g + inserted]; otherwise the run
+    needs at least the region's shortest length. The recognizer's own results are kept as they are, less
+    its explanation's region lookup (a second parse of each match).
     """
 
     def __init__(self, recognizer):
         self.recognizer = recognizer
         self.regions = tuple(recognizer.supported_regions)
-        self.national = {r: _phone_national_digits(r) for r in self.regions}
+        self.bounds = {r: _phone_bounds(r) for r in self.regions}
         self.runs = _phone_run_pattern()
-        self.subsets: dict[tuple, Any] = {}
+        known = [b for b in self.bounds.values() if b is not None]
+        # written with an international prefix: the prefix, then what a plus sign would need
+        self.min_idd = min((b.idd_digits for b in known), default=0) + _PHONE_MIN_WITH_PLUS
+        self.idd_zero = len(known) == len(self.bounds) and all(b.idd_zero for b in known)
+
+    def _fits(self, region: str, digits: int, groups: int) -> bool:
+        b = self.bounds[region]
+        if b is None:
+            return True
+        if groups > 1:
+            return digits >= b.national
+        return any(digits - b.stripped <= n <= digits + b.inserted for n in b.lengths)
 
     def regions_for(self, text: str) -> tuple:
-        longest = from_zero = with_plus = 0
+        needed: set = set()
         for m in self.runs.finditer(text):
-            digits = [c for c in m.group() if c.isdecimal()]
-            n = len(digits)
+            run = m.group()
+            groups = _DIGIT_GROUP.findall(run)
+            n = sum(map(len, groups))
             if n < 4:
-                continue
-            longest = max(longest, n)
-            for i, c in enumerate(digits):
-                if unicodedata.decimal(c) == 0:
-                    from_zero = max(from_zero, n - i)
-                    break
-            if "+" in m.group() or "\uff0b" in m.group():
-                with_plus = max(with_plus, n)
-        if with_plus >= _PHONE_MIN_WITH_PLUS or from_zero >= _PHONE_MIN_WITH_IDD:
-            return self.regions
-        return tuple(r for r in self.regions if longest >= self.national[r])
+                continue  # no region has a national number under 4 digits
+            if n >= _PHONE_MIN_WITH_PLUS and ("+" in run or "\uff0b" in run):
+                return self.regions
+            rest = n
+            for g in groups:
+                if len(g) > _PHONE_LONG_GROUP or (rest >= self.min_idd and (
+                        not self.idd_zero or unicodedata.decimal(g[0]) == 0)):
+                    return self.regions
+                rest -= len(g)
+            needed.update(r for r in self.regions if r not in needed and self._fits(r, n, len(groups)))
+            if len(needed) == len(self.regions):
+                return self.regions
+        return tuple(r for r in self.regions if r in needed)
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts) -> list:
-        regions = self.regions_for(text)
-        if not regions:
-            return []
-        if regions == self.regions:
-            return self.recognizer.analyze(text, entities, nlp_artifacts)
-        sub = self.subsets.get(regions)
-        if sub is None:
-            sub = copy.copy(self.recognizer)  # same id: context enhancement finds the original recognizer
-            sub.supported_regions = regions
-            self.subsets[regions] = sub
-        return sub.analyze(text, entities, nlp_artifacts)
+    def analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list:
+        import phonenumbers
+        from presidio_analyzer import AnalysisExplanation, EntityRecognizer, RecognizerResult
+
+        rec = self.recognizer
+        results = []
+        for region in self.regions_for(text):
+            for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=rec.leniency):
+                results.append(RecognizerResult(
+                    entity_type=rec.supported_entities[0], start=match.start, end=match.end, score=rec.SCORE,
+                    analysis_explanation=AnalysisExplanation(
+                        recognizer=type(rec).__name__, original_score=rec.SCORE,
+                        textual_explanation=f"Recognized as a phone number by the {region} region's matcher"),
+                    recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: rec.name,
+                                          RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id},
+                ))
+        return EntityRecognizer.remove_duplicates(results) if results else []
+
+
+# The pre-checks above were derived from these recognizers' patterns as presidio-analyzer 2.2.366 ships them
+# (sha256 of the regexes, one a line): a recognizer whose patterns differ runs without one.
+_GATED_PATTERNS = {
+    "EmailRecognizer": "004723abbb67ff6c",
+    "CreditCardRecognizer": "f619fa242c932c37",
+    "UsSsnRecognizer": "99e2c61f6a973b04",
+    "IbanRecognizer": "1f98697e78e08d67",
+    "IpRecognizer": "2e5b4e8ccce1e531",
+}
+
+
+def _patterns_digest(recognizer) -> str:
+    regexes = "\n".join(p.regex for p in getattr(recognizer, "patterns", None) or [])
+    return hashlib.sha256(regexes.encode()).hexdigest()[:16]
 
 
 def _gate_for(recognizer) -> Callable[[str], bool] | None:
@@ -291,15 +374,24 @@ def _gate_for(recognizer) -> Callable[[str], bool] | None:
         return recognizer.may_match
     gates = {
         EmailRecognizer: lambda t: "@" in t,
-        CreditCardRecognizer: lambda t: _CREDIT_CARD_RUN.search(t) is not None,
-        UsSsnRecognizer: lambda t: _SSN_RUN.search(t) is not None,
-        IbanRecognizer: lambda t: _IBAN_START.search(t) is not None,
+        CreditCardRecognizer: lambda t: _CREDIT_CARD_HINT.search(t) is not None,
+        UsSsnRecognizer: lambda t: _SSN_HINT.search(t) is not None,
+        IbanRecognizer: lambda t: _IBAN_HINT.search(t) is not None,
         IpRecognizer: lambda t: _IP_HINT.search(t) is not None,
     }
-    gate = gates.get(type(recognizer))
-    if gate is not None and getattr(recognizer, "deny_list", None):
-        return None  # a deny list matches words, not these shapes
-    return gate
+    cls = type(recognizer)
+    if cls not in gates or getattr(recognizer, "deny_list", None):
+        return None  # unknown to us, or a deny list, which matches words rather than these shapes
+    if _patterns_digest(recognizer) != _GATED_PATTERNS[cls.__name__]:
+        return None
+    return gates[cls]
+
+
+def _phone_gate_applies(recognizer) -> bool:
+    """PhoneGate's bounds hold for Presidio's PhoneRecognizer asking for valid numbers (leniency 1 or more)."""
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    return type(recognizer) is PhoneRecognizer and (recognizer.leniency or 0) >= 1
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -324,6 +416,7 @@ class _Plan(NamedTuple):
     steps: list[_Step]
     uses_ner: bool
     with_context: frozenset  # ids of recognizers that have context words
+    custom_context: frozenset  # ids of recognizers with their own context enhancement
 
 
 _ID = "recognizer_identifier"
@@ -381,20 +474,18 @@ class Engine:
             ner_names += [n for n in names[ner_at + 1:] if set(self.nlp.get_pipe_meta(n).assigns) & _ENT_ATTRS]
         self.ner_pipes = [(n, self.nlp.get_pipe(n)) for n in ner_names]
         self.sentencizer = Sentencizer() if sentences else None
-        # what Presidio's lemmas come from: the other components, less those that only parse
-        parse_only = {"token.dep", "token.head"} | _SENTENCES
-        self.lemma_pipes = []
-        for n in names:
-            assigns = set(self.nlp.get_pipe_meta(n).assigns)
-            if n not in ner_names and not (assigns and assigns <= parse_only):
-                self.lemma_pipes.append((n, self.nlp.get_pipe(n)))
+        # Presidio's lemmas come from everything else (the attribute ruler reads the parser's dependencies), run
+        # on a fresh doc: sentence starts the sentencizer set would constrain the parser
+        self.lemma_pipes = [(n, self.nlp.get_pipe(n)) for n in names
+                            if n != "ner" and not set(self.nlp.get_pipe_meta(n).assigns) & _ENT_ATTRS]
 
     # -- recognizers
 
     def plan(self, entities: list[str]) -> _Plan:
         key = tuple(entities)
         if key not in self._plans:
-            from presidio_analyzer.predefined_recognizers import PhoneRecognizer, SpacyRecognizer
+            from presidio_analyzer import EntityRecognizer
+            from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
             recognizers = self.analyzer.registry.get_recognizers(language=self.language, entities=list(entities))
             steps = []
@@ -402,28 +493,34 @@ class Engine:
                 if not r.is_loaded:
                     r.load()
                     r.is_loaded = True
-                if type(r) is PhoneRecognizer:
+                if _phone_gate_applies(r):
                     steps.append(_Step(r, PhoneGate(r).analyze, None))
                 else:
                     steps.append(_Step(r, r.analyze, _gate_for(r)))
             uses_ner = any(isinstance(r, SpacyRecognizer) for r in recognizers)
+            own = frozenset(r.id for r in recognizers
+                            if type(r).enhance_using_context is not EntityRecognizer.enhance_using_context)
             self._plans[key] = _Plan(list(entities), recognizers, steps, uses_ner,
-                                     frozenset(r.id for r in recognizers if r.context))
+                                     frozenset(r.id for r in recognizers if r.context), own)
         return self._plans[key]
 
     # -- spaCy
 
-    def ner_docs(self, texts: Iterable[str], batch_size: int):
-        docs = (self.nlp.make_doc(t) for t in texts)
-        if self.sentencizer is not None:
-            docs = self.sentencizer.pipe(docs, batch_size=batch_size)
-        for _, proc in self.ner_pipes:
-            docs = proc.pipe(docs, batch_size=batch_size) if hasattr(proc, "pipe") else map(proc, docs)
-        return docs
+    def ner_docs(self, texts: list[str], settings: PiiSettings):
+        """Docs with the NER's entities, in batches of at most ``batch_size`` texts and ``batch_chars`` characters."""
+        for batch in _batches(texts, settings.batch_size, settings.batch_chars):
+            docs = [self.nlp.make_doc(t) for t in batch]
+            if self.sentencizer is not None:
+                docs = [self.sentencizer(doc) for doc in docs]
+            for _, proc in self.ner_pipes:
+                docs = list(proc.pipe(docs, batch_size=len(docs)) if hasattr(proc, "pipe") else map(proc, docs))
+            yield from docs
 
-    def add_lemmas(self, docs: list, batch_size: int) -> list:
+    def lemma_docs(self, texts: list[str]) -> list:
+        """Docs of ``texts`` with tokens and lemmas as the whole pipeline gives them."""
+        docs = [self.nlp.make_doc(t) for t in texts]
         for _, proc in self.lemma_pipes:
-            docs = list(proc.pipe(docs, batch_size=batch_size) if hasattr(proc, "pipe") else map(proc, docs))
+            docs = list(proc.pipe(docs, batch_size=len(docs)) if hasattr(proc, "pipe") else map(proc, docs))
         return docs
 
     def entities(self, doc) -> tuple[list[_Ent], list[float]]:
@@ -463,12 +560,14 @@ class Engine:
 
         plan = self.plan(settings.entities)
         threshold = settings.score_threshold
+        enhancer = self.analyzer.context_aware_enhancer
+        boost = (enhancer.context_similarity_factor, enhancer.min_score_with_context_similarity)
         if plan.uses_ner:
-            docs: Iterable = self.ner_docs(texts, settings.batch_size)
+            docs: Iterable = self.ner_docs(texts, settings)
         else:
             docs = (self.nlp.make_doc(t) for t in texts)
         raw: list[list] = []
-        pending: dict[int, Any] = {}  # text index -> doc, for texts that need lemmas
+        pending: dict[int, Any] = {}  # text index -> entities and scores, for texts that need lemmas
         for i, (text, doc) in enumerate(zip(texts, docs)):
             ents, scores = self.entities(doc) if plan.uses_ner else ([], [])
             artifacts = self.artifacts(doc, ents, scores, lemmas=False)
@@ -484,16 +583,18 @@ class Engine:
                     r.recognition_metadata = meta
                 results.extend(found)
             raw.append(results)
-            if _needs_context(results, plan.with_context, threshold):
-                pending[i] = (doc, ents, scores)
+            if _needs_context(results, plan, threshold, boost):
+                pending[i] = (ents, scores)
         if pending:
             idx = list(pending)
-            lemma_docs = self.add_lemmas([pending[i][0] for i in idx], settings.batch_size)
+            lemma_docs = [doc for batch in _batches([texts[i] for i in idx], settings.batch_size, settings.batch_chars)
+                          for doc in self.lemma_docs(batch)]
             for i, doc in zip(idx, lemma_docs):
-                _, ents, scores = pending[i]
+                ents, scores = pending[i]
                 artifacts = self.artifacts(doc, ents, scores, lemmas=True)
                 raw[i] = self.analyzer._enhance_using_context(texts[i], raw[i], artifacts, plan.recognizers, None)
-        return [EntityRecognizer.remove_duplicates([r for r in results if r.score >= threshold]) for results in raw]
+        return [EntityRecognizer.remove_duplicates([r for r in results if r.score >= threshold]) if results else []
+                for results in raw]
 
     def analyze_presidio(self, texts: list[str], settings: PiiSettings) -> list[list]:
         from presidio_analyzer import BatchAnalyzerEngine
@@ -529,20 +630,65 @@ class Engine:
         return "".join(parts), Counter(item.entity_type for item in items)
 
 
-def _needs_context(results: list, with_context: frozenset, threshold: float) -> bool:
-    """Whether Presidio's context words could change what is kept or how conflicts resolve."""
-    if not with_context or not results:
+def _batches(texts: list[str], max_texts: int, max_chars: int) -> Iterable[list[str]]:
+    batch: list[str] = []
+    chars = 0
+    for t in texts:
+        if batch and (len(batch) >= max_texts or chars + len(t) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(t)
+        chars += len(t)
+    if batch:
+        yield batch
+
+
+def _needs_context(results: list, plan: "_Plan", threshold: float, boost: tuple[float, float]) -> bool:
+    """Whether Presidio's context words could change the scrubbed text or the counts.
+
+    Context only raises scores (by ``boost[0]``, to at least ``boost[1]``, at most 1). A raised score changes
+    the text only where it lifts a result over the threshold; it changes a label only where results of
+    different types share one span (the anonymizer keeps the highest score). Elsewhere the outcome is the
+    same (same-type overlaps merge into one replacement whatever their scores).
+    """
+    if not results:
         return False
-    contextual = [r for r in results if r.recognition_metadata.get(_ID) in with_context]
-    if not contextual:
+    ids = [r.recognition_metadata.get(_ID) for r in results]
+    if any(i in plan.custom_context for i in ids):
+        return True
+    contextual = [i in plan.with_context for i in ids]
+    if not any(contextual):
         return False
-    if any(r.score < threshold for r in contextual):
-        return True  # a context word could lift it over the threshold
-    last_end = -1
-    for start, end in sorted((r.start, r.end) for r in results):
-        if start < last_end:
-            return True  # scores decide which of overlapping results survives
-        last_end = max(last_end, end)
+    if any(c and r.score < threshold for r, c in zip(results, contextual)):
+        return True
+    factor, floor = boost
+    # what reaches the anonymizer, with its same-type overlaps merged as it merges them: span -> type -> (score
+    # now, highest score context could give)
+    by_type: dict[str, list] = {}
+    for r, c in zip(results, contextual):
+        if r.score >= threshold:
+            top = min(1.0, max(r.score + factor, floor)) if c else r.score
+            by_type.setdefault(r.entity_type, []).append([r.start, r.end, r.score, top])
+    spans: dict[tuple[int, int], list] = {}
+    for entity, items in by_type.items():
+        items.sort()
+        merged = [items[0]]
+        for start, end, score, top in items[1:]:
+            last = merged[-1]
+            if start < last[1]:  # intersecting: one replacement with the union and the highest score
+                last[1], last[2], last[3] = max(last[1], end), max(last[2], score), max(last[3], top)
+            else:
+                merged.append([start, end, score, top])
+        for start, end, score, top in merged:
+            spans.setdefault((start, end), []).append((score, top))
+    for group in spans.values():
+        if len(group) < 2:
+            continue
+        best = max(score for score, _ in group)
+        if sum(score == best for score, _ in group) > 1:
+            return True  # a tie now: context could break it
+        if any(score < best <= top for score, top in group):
+            return True  # context could make another type the label
     return False
 
 
@@ -615,9 +761,13 @@ def _outside_placeholders(text: str, results: list) -> list:
     return [r for r in results if not any(a <= r.start and r.end <= b for a, b in spots)]
 
 
+_KEY_BLOCK_CHARS = 40_000  # the longest private key block the PRIVATE_KEY recognizer matches
+
+
 def _pieces(text: str, limit: int) -> list[str]:
     """``text`` cut into pieces of at most ``limit`` characters, at a blank line, a line break or a space
-    in the second half of each window where there is one, and never inside a private key block."""
+    in the second half of each window where there is one, and never inside a private key block (a piece
+    that would cut one runs on to the block's end)."""
     if len(text) <= limit:
         return [text]
     out, start = [], 0
@@ -632,8 +782,13 @@ def _pieces(text: str, limit: int) -> list[str]:
         if cut <= start:
             cut = window_end
         begin = text.rfind("-----BEGIN", start, cut)
-        if begin > start and text.find("-----END", begin, cut) < 0:
-            cut = begin
+        if begin >= start and text.find("-----END", begin, cut) < 0:  # a key block would be cut
+            end = text.find("-----END", cut, begin + _KEY_BLOCK_CHARS)
+            if end >= 0:  # the piece runs to the end of the block's END line, past the limit
+                eol = text.find("\n", end)
+                cut = eol + 1 if eol >= 0 else len(text)
+            elif begin > start:
+                cut = begin
         out.append(text[start:cut])
         start = cut
     out.append(text[start:])
@@ -642,8 +797,13 @@ def _pieces(text: str, limit: int) -> list[str]:
 
 def scrub_texts(texts: list[str], settings: PiiSettings) -> list[tuple[str, Counter]]:
     """(scrubbed text, entities found by type) for each text, analysed in batches."""
+    return [(text, counts) for text, counts, _ in scrub_texts_with_spans(texts, settings)]
+
+
+def scrub_texts_with_spans(texts: list[str], settings: PiiSettings) -> list[tuple[str, Counter, list]]:
+    """Like scrub_texts, plus the findings (entity type, start, end in the original text) for each text."""
     engine = _engine(settings.spacy_model, settings.language)
-    operators = Operators(settings)  # fails early, before any work, on a missing key or salt
+    operators = Operators(settings)  # fails early, before any work, on a missing or unusable key or salt
 
     # long texts in pieces; each distinct piece analysed once
     pieces_of = [_pieces(t, settings.chunk_chars) for t in texts]
@@ -654,19 +814,18 @@ def scrub_texts(texts: list[str], settings: PiiSettings) -> list[tuple[str, Coun
     analyses = [_outside_placeholders(p, by_text[p]) for p in flat]
     if settings.propagate:
         analyses = [a + e for a, e in zip(analyses, propagated_spans(flat, analyses, settings))]
-    scrubbed = [engine.anonymize(p, results, operators) for p, results in zip(flat, analyses)]
 
     out, k = [], 0
     for ps in pieces_of:
-        parts = scrubbed[k : k + len(ps)]
-        k += len(ps)
-        if len(parts) == 1:
-            out.append(parts[0])
-        else:
-            total: Counter = Counter()
-            for _, c in parts:
-                total.update(c)
-            out.append(("".join(t for t, _ in parts), total))
+        parts, counts, spans, offset = [], Counter(), [], 0
+        for piece in ps:
+            text, found = engine.anonymize(piece, analyses[k], operators)
+            parts.append(text)
+            counts.update(found)
+            spans += [(r.entity_type, r.start + offset, r.end + offset) for r in analyses[k]]
+            offset += len(piece)
+            k += 1
+        out.append(("".join(parts), counts, spans))
     return out
 
 

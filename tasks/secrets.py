@@ -15,9 +15,12 @@ Four entity types, all on by default in ``PiiSettings.entities``:
   ``mongodb+srv://...``, ``redis://:pass@host``, ``https://user:token@host``).
 
 Where a name and a value are matched, only the value is reported, so ``password = "<PASSWORD>"`` keeps
-the shape of the code. Every pattern uses bounded repetition (no nested unbounded quantifiers), so the
-cost stays linear in the text length, and each recognizer has a cheap ``may_match`` pre-check that is
-implied by all of its patterns: the fast path in tasks/pii.py skips a recognizer when it says no.
+the shape of the code; template variables, parameters, type annotations and settings about passwords
+(``password=${DB_PASSWORD}``, ``password: str``, ``password_min_length = 12``) are left alone, and so is
+prose that merely talks about passwords, keys or tokens. Every pattern uses bounded repetition (no nested
+unbounded quantifiers) and key blocks are found with ``str.find``, so the cost stays linear in the text
+length; each recognizer has a cheap ``may_match`` pre-check implied by all of its patterns, which the fast
+path in tasks/pii.py uses to skip it.
 """
 
 from __future__ import annotations
@@ -42,9 +45,13 @@ def shannon_entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
-_PLACEHOLDER = re.compile(
-    r"^(?:\$\{?|\{\{|%\(|<|#\{|\{|\[|os\.|process\.env|env\(|getenv|input\(|getpass|none$|null$|nil$|true$|"
-    r"false$|undefined$|\*+$|x+$|\.\.\.|…|changeme$|redacted$|secret$|password$|\?+$)",
+_PLACEHOLDER = re.compile(  # template variables, parameters, empty and redacted values
+    r"^(?:\$\{|\$[A-Za-z_]|\{\{|%\(|%[sd]$|:[A-Za-z_]\w*$|<|#\{|\{|\[|os\.|process\.env|env\(|getenv|input\(|"
+    r"getpass|none$|null$|nil$|true$|false$|undefined$|\*+$|x+$|\.\.\.|…|changeme$|redacted$|secret$|password$|\?+$)",
+    re.IGNORECASE,
+)
+_TYPE_NAME = re.compile(  # "password: str", "password: Optional[str] = None", "password: SecretStr"
+    r"^(?:[A-Za-z_][\w.]*\[|(?:str|string|bytes|int|text|char|varchar|any|secretstr|secretbytes|optional|union)$)",
     re.IGNORECASE,
 )
 _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -88,6 +95,8 @@ def _is_password_value(value: str, m: "re.Match[str]") -> bool:
         return False  # password=password, password=settings.DB_PASSWORD, password=get_password()
     if "=" in (groups.get("sep") or "="):
         return True
+    if _TYPE_NAME.match(value):
+        return False  # a type annotation
     # "name: value" is config or an e-mail ("Password: Summer2024!") -- but not prose ("your password: it must")
     line_end = m.string.find("\n", m.end())
     if not m.string[m.end() : line_end if line_end >= 0 else len(m.string)].strip():
@@ -184,27 +193,34 @@ class ApiKeyRecognizer(SecretRecognizer):
         SecretPattern("aws access key id",
                       r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA|A3T[A-Z0-9])[A-Z0-9]{16}\b",
                       0.9, hint="A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|PKA|ROA|SCA|3T)"),
-        SecretPattern("github token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})" + _END,
+        SecretPattern("github token",
+                      r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})" + _END,
                       0.95, hint="gh[pousr]_|github_pat_"),
         SecretPattern("gitlab token", r"\bglpat-[A-Za-z0-9_\-]{20,255}" + _END, 0.95, hint="glpat-"),
         SecretPattern("slack token", r"\bxox[abposre]-[A-Za-z0-9\-]{10,250}" + _END, 0.95, hint="xox"),
         SecretPattern("slack webhook",
                       r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]{4,20}/B[A-Za-z0-9_]{4,20}/[A-Za-z0-9]{8,64}",
                       0.95, hint="hooks\\.slack\\.com"),
-        SecretPattern("sk- key", r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3}\d{2}-)?)?[A-Za-z0-9_\-]{20,255}" + _END,
+        SecretPattern("sk- key",
+                      r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3}\d{2}-)?)?[A-Za-z0-9_\-]{20,255}" + _END,
                       0.85, _is_sk_key, hint="sk-"),
-        SecretPattern("stripe secret key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,255}\b", 0.95, hint="k_(?:live|test)_"),
+        SecretPattern("stripe secret key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,255}\b",
+                      0.95, hint="k_(?:live|test)_"),
         SecretPattern("google api key", r"\bAIza[0-9A-Za-z_\-]{35}" + _END, 0.9, hint="AIza"),
         SecretPattern("hugging face token", r"\bhf_[A-Za-z0-9]{30,64}\b", 0.85, hint="hf_"),
         SecretPattern("npm token", r"\bnpm_[A-Za-z0-9]{36}\b", 0.9, hint="npm_"),
-        SecretPattern("jwt", r"\beyJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{0,4096}", 0.9, hint="eyJ"),
+        SecretPattern("jwt", r"\beyJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{0,4096}",
+                      0.9, hint="eyJ"),
         SecretPattern("authorization header",
-                      r"(?i:authorization)[\"']?\s{0,3}[:=]\s{0,3}[\"']?(?i:(?:bearer|basic|token|digest|apikey)\s{1,3})?"
-                      r"(?P<s>[A-Za-z0-9\-._~+/]{12,4096}=*)", 0.8, _is_token_value, hint="(?i:authorization)"),
-        SecretPattern("bearer token", r"\b(?i:bearer)\s{1,3}(?P<s>[A-Za-z0-9\-._~+/]{16,4096}=*)", 0.7, _is_token_value, hint="(?i:bearer)"),
+                      r"(?i:authorization)[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
+                      r"(?i:(?:bearer|basic|token|digest|apikey)\s{1,3})?(?P<s>[A-Za-z0-9\-._~+/]{12,4096}=*)",
+                      0.8, _is_token_value, hint="(?i:authorization)"),
+        SecretPattern("bearer token", r"\b(?i:bearer)\s{1,3}(?P<s>[A-Za-z0-9\-._~+/]{16,4096}=*)",
+                      0.7, _is_token_value, hint="(?i:bearer)"),
         SecretPattern("key assignment",
-                      _KEY_NAMES + r"[A-Za-z0-9_.\-]{0,30}[\"']?\s{0,3}(?::=|=>|[:=])\s{0,3}(?:[\"'](?P<s1>[^\"'\s]{16,512})[\"']|"
-                      r"(?P<s2>[A-Za-z0-9_\-+/=.~]{16,512}))", 0.75, _is_api_key_value, _I, hint="(?i:key|secret|token)"),
+                      _KEY_NAMES + r"[A-Za-z0-9_.\-]{0,30}[\"']?\s{0,3}(?::=|=>|[:=])\s{0,3}"
+                      r"(?:[\"'](?P<s1>[^\"'\s]{16,512})[\"']|(?P<s2>[A-Za-z0-9_\-+/=.~]{16,512}))",
+                      0.75, _is_api_key_value, _I, hint="(?i:key|secret|token)"),
     ]
     HINT = re.compile("|".join(f"(?:{p.hint})" for p in PATTERNS))
 
@@ -217,7 +233,8 @@ class PasswordRecognizer(SecretRecognizer):
                       _KEY + r"[\"']?\s{0,3}(?P<sep>:=|=>|=|:)\s{0,3}"
                       r"(?:\"(?P<s1>[^\"\n]{1,256})\"|'(?P<s2>[^'\n]{1,256})'|(?P<s3>[^\s\"',;)\]}<>]{1,256}))",
                       0.8, _is_password_value, _I),
-        SecretPattern("password xml element", r"<(?:\w{1,20}:)?(?P<key>password|passwd|pwd)>(?P<s>[^<\s][^<\n]{0,255})</",
+        SecretPattern("password xml element",
+                      r"<(?:\w{1,20}:)?(?P<key>password|passwd|pwd)>(?P<s>[^<\s][^<\n]{0,255})</",
                       0.8, _is_password_value, _I),
         SecretPattern("password option",
                       r"--(?P<key>[A-Za-z\-]{0,20}(?:password|passwd))\s{1,3}(?P<s>[^\s\-\"'][^\s\"']{0,255})",
@@ -226,17 +243,34 @@ class PasswordRecognizer(SecretRecognizer):
     HINT = re.compile(r"pass|pwd", _I)
 
 
+class _PemBlocks(SecretPattern):
+    """BEGIN ... PRIVATE KEY ... END blocks, found with str.find: each BEGIN looks for its END only up to the
+    next BEGIN (at most 40,000 characters on), so the cost stays linear however many BEGINs a text holds.
+    Without an END line (a truncated file or excerpt) the header and base64 lines after BEGIN are reported."""
+
+    MAX_BLOCK = 40_000
+
+    def __init__(self):
+        line_end = r"(?:[ \t]{0,8}(?:\r?\n|\\r\\n|\\n))"  # a real line break, or an escaped one inside a string
+        super().__init__("private key block", r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----", 1.0)
+        line = r"(?:(?:Proc-Type|DEK-Info|Comment):[^\n\\]{0,200}|[A-Za-z0-9+/=]{1,4096}(?=[ \t]*(?:\r|\n|\\[rn]|$)))"
+        self.body = re.compile(r"(?:[ \t]{0,8}[A-Za-z0-9+/=]{1,40000})?(?:" + line_end + r"{1,3}" + line + r")*")
+
+    def spans(self, text: str) -> Iterable[tuple[int, int]]:
+        begins = list(self.regex.finditer(text))
+        for k, m in enumerate(begins):
+            stop = min(begins[k + 1].start() if k + 1 < len(begins) else len(text), m.end() + self.MAX_BLOCK)
+            end_line = f"-----END {m.group('kind')}-----"
+            end = text.find(end_line, m.end(), stop)
+            if end >= 0:
+                yield m.start(), end + len(end_line)
+            else:
+                yield m.start(), self.body.match(text, m.end()).end()
+
+
 class PrivateKeyRecognizer(SecretRecognizer):
     ENTITY = "PRIVATE_KEY"
-    _BEGIN = r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
-    _LINE_END = r"(?:[ \t]{0,8}(?:\r?\n|\\r\\n|\\n))"
-    PATTERNS = [
-        SecretPattern("private key block", _BEGIN + r".{0,40000}?-----END (?P=kind)-----", 1.0, None, re.DOTALL),
-        # no END line (truncated file or excerpt): the header lines and base64 lines that follow BEGIN
-        SecretPattern("private key without end",
-                      _BEGIN + r"(?:" + _LINE_END + r"(?:[A-Za-z0-9+/=]{1,120}|(?:Proc-Type|DEK-Info|Comment):[^\n\\]{0,200}))*",
-                      0.95),
-    ]
+    PATTERNS = [_PemBlocks()]
     HINT = re.compile(r"PRIVATE KEY")
 
 
@@ -244,7 +278,8 @@ class ConnectionStringRecognizer(SecretRecognizer):
     ENTITY = "CONNECTION_STRING"
     PATTERNS = [
         SecretPattern("url with credentials",
-                      r"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/@\"'<>]{0,256}:[^\s@/\"'<>]{1,256}@[^\s/?#\"'<>@]{1,256}"
+                      r"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/@\"'<>]{0,256}:[^\s@/\"'<>]{1,256}"
+                      r"@[^\s/?#\"'<>@]{1,256}"
                       r"(?:[/?#][^\s\"'<>]{0,2048})?", 0.9),
     ]
     HINT = re.compile(r"://")
