@@ -75,21 +75,18 @@ def _clean_shard(shard: str, settings: CleanSettings):
 
 def clean_snapshot(ref, settings: CleanSettings, dask_settings, store):
     """The cleaned snapshot of ``ref``, one Dask task per shard."""
-    from tasks import snapshot
-    from tasks.executor import map_shards
+    from tasks.executor import shardwise_snapshot
 
-    def produce(stats: dict, extra: dict):
-        total: Counter = Counter()
-        for table, counts in map_shards(_clean_shard, [str(p) for p in snapshot.shard_paths(ref)], dask_settings, settings):
-            total.update(counts)
-            yield table
-        stats.update(kept=total["kept"], dropped_empty=total["empty"], dropped_too_short=total["too_short"],
-                     dropped_too_long=total["too_long"],
-                     **{k: v for k, v in sorted(total.items()) if k.startswith(("dropped_", "flagged_"))})
+    def summarize(total: Counter) -> dict:
+        filters = {k: v for k, v in sorted(total.items()) if k.startswith(("dropped_", "flagged_"))}
+        return dict(kept=total["kept"], dropped_empty=total["empty"], dropped_too_short=total["too_short"],
+                    dropped_too_long=total["too_long"], **filters)
 
-    params = {**settings.model_dump(mode="json"), "quality": quality.cache_params(settings.quality)}
-    return snapshot.materialize(store, "clean", input_fingerprint=ref.fingerprint, params=params,
-                                code_version=f"{CODE_VERSION}+{quality.CODE_VERSION}", produce=produce)
+    return shardwise_snapshot(
+        ref, "clean", _clean_shard, settings, dask_settings, store,
+        params={**settings.model_dump(mode="json"), "quality": quality.cache_params(settings.quality)},
+        code_version=f"{CODE_VERSION}+{quality.CODE_VERSION}", summarize=summarize,
+    )
 
 
 @task(name="clean", cache_policy=NO_CACHE)

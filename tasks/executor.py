@@ -13,7 +13,7 @@ import atexit
 import logging
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -119,3 +119,20 @@ def _windowed(client, fn, shards, settings: DaskSettings, args) -> Iterator:
         if nxt is not None:
             pending.append(client.submit(fn, nxt, *args, pure=False))
         yield result
+
+
+def shardwise_snapshot(ref, stage: str, shard_fn: Callable, settings: Any, dask_settings: DaskSettings, store, *,
+                       params: dict[str, Any], code_version: str, summarize: Callable[[Counter], dict[str, Any]]):
+    """The ``stage`` snapshot made from ``ref`` shard by shard: ``shard_fn(shard_path, settings)`` returns
+    (table, Counter) for one shard as a Dask task; ``summarize`` turns the summed counters into the stats."""
+    from tasks import snapshot
+
+    def produce(stats: dict, extra: dict):
+        total: Counter = Counter()
+        for table, counts in map_shards(shard_fn, [str(p) for p in snapshot.shard_paths(ref)], dask_settings, settings):
+            total.update(counts)
+            yield table
+        stats.update(summarize(total))
+
+    return snapshot.materialize(store, stage, input_fingerprint=ref.fingerprint, params=params,
+                                code_version=code_version, produce=produce)

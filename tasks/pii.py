@@ -867,19 +867,13 @@ def _scrub_shard(shard: str, settings: PiiSettings):
 
 def scrub_snapshot(ref, settings: PiiSettings, dask_settings, store):
     """The snapshot of ``ref`` with PII scrubbed, one Dask task per shard; counts entities by type."""
-    from tasks import snapshot
-    from tasks.executor import map_shards
+    from tasks.executor import shardwise_snapshot
 
-    def produce(stats: dict, extra: dict):
-        total: Counter = Counter()
-        for table, found in map_shards(_scrub_shard, [str(p) for p in snapshot.shard_paths(ref)], dask_settings, settings):
-            total.update(found)
-            yield table
-        stats.update(pii_entities=dict(sorted(total.items())), pii_total=sum(total.values()))
-
-    params = settings.model_dump(exclude={"encrypt_key_env", "hash_salt_env"})
-    return snapshot.materialize(store, "pii", input_fingerprint=ref.fingerprint, params=params,
-                                code_version=CODE_VERSION, produce=produce)
+    return shardwise_snapshot(
+        ref, "pii", _scrub_shard, settings, dask_settings, store,
+        params=settings.model_dump(exclude={"encrypt_key_env", "hash_salt_env"}), code_version=CODE_VERSION,
+        summarize=lambda total: {"pii_entities": dict(sorted(total.items())), "pii_total": sum(total.values())},
+    )
 
 
 @task(name="scrub-pii", cache_policy=NO_CACHE)
