@@ -119,7 +119,9 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         status = "blocked" if rep["blocked_by"] else "promoted"
 
         version = register_task(
-            tracking_uri=tracking_uri, artifact_location=state.mlflow_artifacts(),
+            tracking_uri=tracking_uri,
+            # a local store keeps artifacts in the state folder; a tracking server decides (--serve-artifacts)
+            artifact_location=state.mlflow_artifacts() if tracking_uri.startswith("sqlite:") else None,
             name=config.registry.model_name, run_id=run_id,
             base=base.path, adapter=trained.adapter, tokenizer=tok.path,
             tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],

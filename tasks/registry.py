@@ -145,7 +145,7 @@ def register(
     if not c.search_registered_models(f"name='{name}'"):
         c.create_registered_model(name)
     version = c.create_model_version(
-        name, source=info.model_uri, run_id=run.info.run_id, tags={RUN_TAG: run_id, **tags}
+        name, source=info.model_uri, run_id=run.info.run_id, tags={RUN_TAG: run_id, **tags}, model_id=info.model_id
     )
     c.set_registered_model_alias(name, "challenger", version.version)
     return describe(c, c.get_model_version(name, version.version))
