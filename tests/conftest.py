@@ -30,11 +30,25 @@ def extensions_dir(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, home: Path, cwd: Path = ROOT, timeout: int = 900, env: dict | None = None):
     """The installed `tunegate` command, as a user runs it, with its own state folder."""
-    full_env = {**os.environ, "TUNEGATE_HOME": str(home), **(env or {})}
-    full_env.pop("PREFECT_API_URL", None)
-    full_env.pop("PREFECT_HOME", None)
+    full_env = {**os.environ, "TUNEGATE_HOME": str(home)}
+    for leaked in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        full_env.pop(leaked, None)  # mlflow.set_tracking_uri() in an earlier test exports its URI
+    full_env.update(env or {})
     return subprocess.run([str(TUNEGATE), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_env():
+    """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ: undo it after each test."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture
