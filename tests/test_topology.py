@@ -105,8 +105,8 @@ def run(topology, extensions_dir):
     config["train"].update(max_steps=6, checkpoint_every=3)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     home = tmp / "state"
-    # run_cli drops PREFECT_API_URL (and PREFECT_HOME) from the environment after applying env=, so the server's
-    # URL goes in through a Prefect profile, the other way a user points the client at a server
+    # the server's URL goes in both as PREFECT_API_URL and through a Prefect profile, the other way a user
+    # points the client at a server
     profiles = tmp / "profiles.toml"
     profiles.write_text(f'active = "topology"\n[profiles.topology]\nPREFECT_API_URL = "{topology["prefect"]}"\n')
     proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", RUN_ID, home=home, timeout=600,
