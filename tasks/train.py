@@ -50,6 +50,10 @@ def free_port() -> int:
 def command(job_path: Path, settings: TrainSettings) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(settings.threads()))
+    # bit-for-bit repeatable CPU math, so a resumed run logs the losses an uninterrupted one would: MKL
+    # otherwise picks fewer threads under load (MKL_DYNAMIC) and kernels whose sums round differently
+    env.setdefault("MKL_DYNAMIC", "FALSE")
+    env.setdefault("MKL_CBWR", "AUTO,STRICT")
     port = str(free_port())
     if settings.num_processes == 1:
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
