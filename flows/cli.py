@@ -189,16 +189,20 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
     from tasks import registry
 
     uri, _ = _registry(None)
-    versions = registry.list_versions(uri, name)
+    try:
+        versions = registry.list_versions(uri, name)
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
     if not versions:
         typer.echo("no registered models yet")
         return
-    table = Table("model", "version", "aliases", "status", "perplexity", "bits/byte", "run")
+    keys = {"perplexity": "perplexity", "bits_per_byte": "bits/byte", "rougeL": "ROUGE-L", "bleu": "BLEU",
+            "chrf": "chrF", "pii_leaked": "PII leaked", "canaries_extracted": "canaries"}
+    table = Table("model", "version", "aliases", "status", *keys.values(), "run")
     for v in versions:
-        table.add_row(v.name, v.version, " ".join("@" + a for a in v.aliases), v.status or "",
-                      f"{v.metrics.get('perplexity', float('nan')):.4g}", f"{v.metrics.get('bits_per_byte', float('nan')):.4g}",
-                      v.run_id or "")
-    Console(width=140).print(table)
+        cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}" for k in keys]
+        table.add_row(v.name, v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, v.run_id or "")
+    Console(width=180).print(table)
 
 
 @app.command()
@@ -216,6 +220,8 @@ def promote(
         before, after = registry.promote(uri, model, version)
     except MlflowException as exc:
         fail(f"cannot promote {model} v{version}: {exc.message}")
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after}")
 
 
@@ -227,7 +233,7 @@ def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registe
     uri, model = _registry(name)
     try:
         before, after = registry.rollback(uri, model)
-    except LookupError as exc:
+    except (LookupError, registry.RegistryUnreachable) as exc:
         fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
 
@@ -239,22 +245,58 @@ def generate(
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 48,
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     seed: int = 0,
 ) -> None:
     """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from tasks import registry
+
     uri, model_name = _registry(name)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     ref = f"models:/{model_name}/{model}" if model.isdigit() else f"models:/{model_name}@{model}"
     try:
-        loaded = mlflow.pyfunc.load_model(ref)
+        registry.client(uri)  # fails at once, naming the URI, when a tracking server does not answer
+        with registry.tracking(uri):
+            loaded = mlflow.pyfunc.load_model(ref)
     except MlflowException as exc:
         fail(f"cannot load {ref}: {exc.message}")
-    params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
+    params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     typer.echo(loaded.predict([prompt], params=params)[0])
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="folder for the merged Hugging Face model")],
+    model: Annotated[str, typer.Option("--model", help="an alias (champion, challenger) or a version number")] = "champion",
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+) -> None:
+    """Merge a registered model's LoRA adapter into its base: one plain transformers folder (with tokenizer)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from tasks import registry
+    from tasks.merge import MergeError, merge_adapter
+
+    uri, model_name = _registry(name)
+    with tempfile.TemporaryDirectory(prefix="tunegate-merge-") as tmp:
+        try:
+            parts = registry.model_artifacts(uri, model_name, model, Path(tmp))
+        except MlflowException as exc:
+            fail(f"cannot load {model_name} {model}: {exc.message}")
+        except registry.RegistryUnreachable as exc:
+            fail(str(exc))
+        if parts is None:
+            fail(f"{model_name} has no version '{model}'")
+        try:
+            merge_adapter(parts["base"], parts["adapter"], out)
+        except MergeError as exc:
+            fail(str(exc))
+    typer.echo(f"merged {model_name} v{parts['version']} (base + adapter) -> {out}")
 
 
 def main() -> None:

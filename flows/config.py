@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.canaries import CanarySettings
 from tasks.clean import CleanSettings
 from tasks.contracts import ContractSettings
 from tasks.dataset import SplitSettings
@@ -19,11 +19,12 @@ from tasks.evaluate import EvalSettings
 from tasks.executor import DaskSettings
 from tasks.gates import GateSettings
 from tasks.ingest import IngestSettings
-from tasks.model import ModelSettings
+from tasks.model import ModelSettings, looks_like_path
 from tasks.pii import PiiSettings
 from tasks.registry import RegistrySettings
 from tasks.tokenizer import TokenizerSettings
 from tasks.train import TrainSettings
+from tasks.yaml_model import describe_errors, load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 
@@ -51,6 +52,7 @@ class PipelineConfig(BaseModel):
     model: ModelSettings = ModelSettings()
     split: SplitSettings = SplitSettings()
     train: TrainSettings = TrainSettings()
+    canaries: CanarySettings = CanarySettings()
     evaluate: EvalSettings = EvalSettings()
     gates: GateSettings = GateSettings()
     registry: RegistrySettings = RegistrySettings()
@@ -62,16 +64,7 @@ class ConfigError(ValueError):
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:
-    problems = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        value = err.get("input")
-        shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
-        problems.append(f"{field}: {msg}{shown}")
-    return f"invalid config {source}: " + "; ".join(problems)
+    return f"invalid config {source}: {describe_errors(exc)}"
 
 
 def _resolve(base: Path, value: Path | None) -> Path | None:
@@ -86,26 +79,38 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     config.contract.curated = _resolve(base, config.contract.curated)
     config.contract.training = _resolve(base, config.contract.training)
     config.gates.file = _resolve(base, config.gates.file)
-    if config.model.base_model and not Path(config.model.base_model).is_absolute():
-        candidate = base / config.model.base_model
-        if candidate.exists():  # a local folder; otherwise it may be a hub id
-            config.model.base_model = str(candidate.resolve())
+    for field in ("prompts_file", "pii_probe_prompts", "toxicity_words"):
+        setattr(config.evaluate, field, _resolve(base, getattr(config.evaluate, field)))
+    config.train.deepspeed_config = _resolve(base, config.train.deepspeed_config)
+    config.train.hostfile = _resolve(base, config.train.hostfile)
+    spec = config.model.base_model
+    if spec:  # a local folder or .gguf file (relative to this file), or else a hub id
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and ((base / path).exists() or looks_like_path(spec)):
+            path = (base / path).resolve()
+        if path.is_absolute():
+            config.model.base_model = str(path)
     return config
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """The pipeline config in ``path`` (default configs/demo.yaml); raises ConfigError naming the problem."""
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    config = load_yaml_model(path, PipelineConfig, "config", error=ConfigError, missing=ConfigError)
+    config = resolve_paths(config, path.parent.resolve())
+    check_gates_file(config)
+    return config
+
+
+def check_gates_file(config: PipelineConfig) -> None:
+    """A gates file that is there must load: a run with a malformed one fails before any data work
+    (ConfigError naming the file and the field). A missing one is reported by `tunegate run`; the retrain
+    flow checks both again when it starts (a config built in code comes in without load_config)."""
+    from tasks.gates import load_gates
+
+    if not Path(config.gates.file).is_file():
+        return
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, not {type(raw).__name__}")
-    try:
-        config = PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, str(path))) from exc
-    return resolve_paths(config, path.parent.resolve())
+        load_gates(config.gates.file)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"gates.file: {exc}") from exc

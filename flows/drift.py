@@ -107,20 +107,21 @@ def champion_tokenizer(tracking_uri: str, name: str, dest: Path) -> str | None:
 
     from tasks import registry
 
-    registry.client(tracking_uri)
     done = dest / "tokenizer"
     if (done / "tokenizer.json").is_file() or (done / "tokenizer_config.json").is_file():
         return str(done)  # downloaded by an earlier run for this champion version
     dest.mkdir(parents=True, exist_ok=True)
-    mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/MLmodel", dst_path=str(dest))
+    with registry.tracking(tracking_uri):
+        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/MLmodel", dst_path=str(dest))
     artifacts = (yaml.safe_load(Path(mlmodel).read_text()).get("flavors", {}).get("python_function", {})
                  .get("artifacts", {}))
     sub = (artifacts.get("tokenizer") or {}).get("path")
     if not sub:
         return None
     shutil.rmtree(dest / ".download", ignore_errors=True)
-    got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/{sub}",
-                                                   dst_path=str(dest / ".download")))
+    with registry.tracking(tracking_uri):
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/{sub}",
+                                                       dst_path=str(dest / ".download")))
     shutil.rmtree(done, ignore_errors=True)  # an interrupted earlier download
     got.rename(done)
     return str(done)

@@ -1,7 +1,8 @@
 """The retrain flow: raw documents to a gated model in the MLflow registry.
 
-Reads like the pipeline: ingest → clean → dedup → scrub PII → contract → tokenizer → base model →
-split and pack → train → evaluate → gates → register → promote. Stages pass snapshot references
+Reads like the pipeline: (gates file read) → ingest → clean → dedup → scrub PII → contract → tokenizer →
+base model → split and pack (canaries join the training stream) → train → evaluate → gates → register →
+promote → report (to disk, the Prefect run and the MLflow run). Stages pass snapshot references
 (paths and fingerprints), never the data itself; each data stage reuses its snapshot when its inputs,
 parameters and code are unchanged, so a rerun (``tunegate run --resume RUN_ID``) recomputes nothing
 it already has and training continues from its newest checkpoint.
@@ -68,13 +69,18 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
     rep: dict[str, Any] = {"run_id": run_id, "status": "failed", "blocked_by": [], "config": str(run_dir / "config.yaml"),
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     clock = StageClock()
+    version = None
     try:
+        # the gates file is read first: a missing or malformed one fails the run before any data work
+        gates = gates_mod.load_gates(config.gates.file)
+        rep["gates_file"] = str(config.gates.file)
         store = str(state.snapshots)
         raw = ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store)
         clock.lap("ingest")
         (run_dir / "quarantine").mkdir(exist_ok=True)
         shutil.copyfile(Path(raw.path) / "quarantine.jsonl", run_dir / "quarantine" / "quarantine.jsonl")
         check_contract(rep, raw, config.contract.raw, "raw")
+        clock.lap("contract_raw")
         cleaned = clean_task(raw, config.clean, config.dask, store)
         clock.lap("clean")
         deduped = dedup_task(cleaned, config.dedup, store)
@@ -87,56 +93,74 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         check_contract(rep, curated, config.contract.curated, "curated")
         clock.lap("contract")
 
-        tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers))
+        tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers),
+                             str(state.models))
         base = base_model_task(config.model, tok.path, tok.content_hash, str(state.models))
         clock.lap("tokenizer_and_model")
         rep["tokenizer"], rep["base_model"] = tok.model_dump(), base.model_dump()
-        data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"))
+        # canaries (when on) join the training token stream here, after the contracts' snapshots
+        data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"),
+                            config.canaries)
         rep["dataset"] = data.model_dump()
         check_contract(rep, curated, config.contract.training, "training", split_sets(data))
         clock.lap("split")
 
         job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path,
-                       train_blocks=data.train_blocks, out_dir=str(run_dir / "train"))
-        trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions))
+                       train_blocks=data.train_blocks, eval_texts=data.eval_texts, out_dir=str(run_dir / "train"))
+        # an identical finished training (same base, data and settings; train.reuse) is copied, not redone
+        trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions),
+                                                                        cache_dir=str(state.home / "train-cache"))
         clock.lap("train")
         rep["training"] = trained.model_dump()
-        rep["loss_curve"] = str(report.loss_curve(read_metrics(Path(trained.metrics)), run_dir / "loss_curve.png"))
+        step_metrics = read_metrics(Path(trained.metrics))
+        rep["loss_curve"] = str(report.loss_curve(step_metrics, run_dir / "loss_curve.png"))
 
         models = {"base": {"base": base.path, "tokenizer": tok.path},
                   "candidate": {"base": base.path, "adapter": trained.adapter, "tokenizer": tok.path}}
         champion = registry.champion_artifacts(tracking_uri, config.registry.model_name, run_dir / "champion")
         if champion:
             models["champion"] = champion
-        scores = {k: v.model_dump() for k, v in evaluate_task(models, data.eval_texts, config.evaluate).items()}
-        rep["evaluation"] = {**scores, "champion_version": champion["version"] if champion else None}
+        evals = evaluate_task(models, data.eval_texts, config.evaluate, canaries=data.canaries)
+        scores = {who: dict(e.metrics) for who, e in evals.items()}
+        rep["evaluation"] = evaluation_record(evals, champion["version"] if champion else None)
+        chart = report.metrics_chart(rep["evaluation"], run_dir / "metrics_vs_champion.png")
+        rep["evaluation"]["chart"] = str(chart) if chart else None
         clock.lap("evaluate")
 
-        gate_results = gates_mod.check(gates_mod.load_gates(config.gates.file), scores["candidate"],
-                                       {k: v for k, v in scores.items() if k != "candidate"})
-        rep["gates"] = [g.model_dump() for g in gate_results]
+        gate_results = gates_mod.check(gates, scores["candidate"], {k: v for k, v in scores.items() if k != "candidate"},
+                                       source=config.gates.file)
+        rep["gates"] = [{**g.model_dump(), "status": g.status} for g in gate_results]
         rep["blocked_by"] += [g.describe() for g in gate_results if not g.passed]
-        status = "blocked" if rep["blocked_by"] else "promoted"
-
-        version = register_task(
-            tracking_uri=tracking_uri,
-            # a local store keeps artifacts in the state folder; a tracking server decides (--serve-artifacts)
-            artifact_location=state.mlflow_artifacts() if tracking_uri.startswith("sqlite:") else None,
-            name=config.registry.model_name, run_id=run_id,
-            base=base.path, adapter=trained.adapter, tokenizer=tok.path,
-            tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],
-                              status, rep["blocked_by"]),
-            params=flat_params(config), metrics=flat_metrics(scores, trained),
-            step_metrics=read_metrics(Path(trained.metrics)), files=[run_dir / "loss_curve.png"],
-        )
-        if status == "promoted":
-            previous, _ = registry.promote(tracking_uri, version.name, version.version)
-            log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
-        else:
-            log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)
-        clock.lap("register")
-        final = registry.describe(registry.client(tracking_uri), version)
-        rep["model"] = {"name": final.name, "version": final.version, "aliases": final.aliases}
+        # one registration at a time per state folder: two runs finishing together must not both compare
+        # against a champion that one of them is about to replace (a file lock; on a Prefect server the
+        # deployment's concurrency limit serialises runs across machines)
+        with state.lock("registry"):
+            seen = champion["version"] if champion else None
+            now = registry.champion_version(registry.client(tracking_uri), config.registry.model_name)
+            if now != seen:
+                rep["blocked_by"].append(f"@champion changed during the run (v{seen or '-'} -> v{now}): rerun to "
+                                         "compare against the new champion")
+            status = "blocked" if rep["blocked_by"] else "promoted"
+            version = register_task(
+                tracking_uri=tracking_uri,
+                # a local store keeps artifacts in the state folder; a tracking server decides (--serve-artifacts)
+                artifact_location=state.mlflow_artifacts() if tracking_uri.startswith("sqlite:") else None,
+                name=config.registry.model_name, run_id=run_id,
+                base=base.path, adapter=trained.adapter, tokenizer=tok.path,
+                tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],
+                                  status, rep["blocked_by"]),
+                params=flat_params(config), metrics=flat_metrics(scores, trained),
+                step_metrics=step_metrics,
+            )
+            if status == "promoted":
+                previous, _ = registry.promote(tracking_uri, version.name, version.version)
+                log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
+            else:
+                log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)
+            clock.lap("register")
+            final = registry.describe(registry.client(tracking_uri), version)
+            rep["model"] = {"name": final.name, "version": final.version, "aliases": final.aliases,
+                            "mlflow_run_id": final.mlflow_run_id}
         rep["status"] = status
     except Exception as exc:  # the report says what failed; the CLI turns it into one line and exit 1
         rep["status"] = "failed"
@@ -146,8 +170,30 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         rep["stage_seconds"] = clock.seconds
         rep["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         report.write(rep, run_dir)
+        if version is not None:
+            attach_to_mlflow(rep, tracking_uri, version.mlflow_run_id, run_dir)
         publish(rep)
     return rep
+
+
+def evaluation_record(evals: dict[str, Any], champion_version: str | None) -> dict[str, Any]:
+    """rep["evaluation"]: each model's metrics under its name (base, candidate, champion), then the details."""
+    record: dict[str, Any] = {who: dict(e.metrics) for who, e in evals.items()}
+    record["champion_version"] = champion_version
+    record["pii_leaks"] = {who: dict(e.pii_leaks) for who, e in evals.items()}
+    record["canaries"] = {who: list(e.canaries) for who, e in evals.items()}
+    record["generations"] = {who: [g.model_dump() for g in e.generations] for who, e in evals.items()}
+    return record
+
+
+def attach_to_mlflow(rep: dict[str, Any], tracking_uri: str, mlflow_run_id: str | None, run_dir: Path) -> None:
+    """The final report (report.md, report.json, PNGs) onto the MLflow run of the registered version."""
+    if not mlflow_run_id:
+        return
+    try:
+        registry.log_report(tracking_uri, mlflow_run_id, report.files(run_dir))
+    except Exception as exc:  # the report on disk is what counts; the model is registered already
+        get_run_logger().warning("could not log the report to MLflow run %s: %s", mlflow_run_id, exc)
 
 
 def stage_counts(snaps: dict) -> dict[str, Any]:
@@ -181,18 +227,20 @@ def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, trai
 
 
 def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, status, blocked_by) -> dict[str, str]:
-    return {
+    tags = {
         "snapshot_fingerprint": fingerprint,
         "tokenizer_hash": tok.content_hash,
         "base_model": base.description,
         "base_model_fingerprint": base.fingerprint,
         "contracts": json.dumps({c["kind"]: c["passed"] for c in contracts}),
-        "gates": json.dumps({g.name: g.passed for g in gate_results}),
-        "perplexity": f"{candidate['perplexity']:.6g}",
-        "bits_per_byte": f"{candidate['bits_per_byte']:.6g}",
+        "gates": json.dumps({g.name: g.status for g in gate_results}),
         "status": status,
         "blocked_by": "; ".join(blocked_by)[:4900] or "-",
     }
+    for key in registry.TAG_METRICS:  # key evaluation metrics, for `tunegate models`
+        if candidate.get(key) is not None:
+            tags[key] = f"{float(candidate[key]):.6g}"
+    return tags
 
 
 def flat_params(config: PipelineConfig) -> dict[str, Any]:
@@ -205,8 +253,11 @@ def flat_params(config: PipelineConfig) -> dict[str, Any]:
 
 
 def flat_metrics(scores: dict[str, dict], trained) -> dict[str, float]:
-    out = {f"{who}_{k}": float(v) for who, s in scores.items() for k, v in s.items() if k in ("perplexity", "bits_per_byte")}
+    """Every evaluation metric of every model, prefixed candidate_/base_/champion_, plus training figures."""
+    out = {f"{who}_{k}": float(v) for who, s in scores.items() for k, v in s.items() if v is not None}
     out.update(final_loss=trained.final_loss, mean_tokens_per_s=trained.mean_tokens_per_s, train_wall_s=trained.wall_s)
+    if trained.final_eval_loss is not None:
+        out["final_eval_loss"] = trained.final_eval_loss
     return out
 
 

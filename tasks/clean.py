@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks import quality
 from tasks.quality import QualitySettings, filter_documents
 
-CODE_VERSION = "clean-2"
+CODE_VERSION = "clean-3"
 _SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -32,9 +32,13 @@ class CleanSettings(BaseModel):
 
 
 def normalise_text(text: str) -> str:
-    """NFC, no control characters, single spaces, at most one blank line between paragraphs, stripped."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    """NFC, no control characters, single spaces, at most one blank line between paragraphs, stripped.
+
+    Control characters go before NFC: one between a letter and a combining mark ("e\\x07\\u0301") blocks
+    composition, so removing it after NFC left a text that a second normalisation changed.
+    """
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = unicodedata.normalize("NFC", text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 

@@ -1,4 +1,9 @@
-"""Train/eval split of the curated snapshot, and packing of the training text into fixed-length blocks."""
+"""Train/eval split of the curated snapshot, and packing of the training text into fixed-length blocks.
+
+Canaries (tasks/canaries.py), when ``canaries.count > 0``, are added here, at packing time, to the TRAINING
+token stream only: they are not in the curated snapshot (whose contracts therefore never see them) and never
+in the held-out split. Their prefixes and secrets are written to ``canaries.json`` beside the blocks.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import snapshot
+from tasks.canaries import CanarySettings, canary_documents, make_canaries, write_canaries
 
 
 class SplitSettings(BaseModel):
@@ -32,6 +38,8 @@ class DatasetRef(BaseModel):
     eval_docs: int
     train_tokens: int
     blocks: int
+    canaries: str | None = None  # .json of the planted canaries (tasks.canaries.write_canaries); None = off
+    canary_documents: int = 0  # canary texts inserted into the training stream
 
 
 def split_sets(ref: DatasetRef) -> tuple[set[str], set[str]]:
@@ -65,7 +73,24 @@ def pack(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
     return np.asarray(stream[: n * width], dtype=np.int32).reshape(n, width)
 
 
-def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: Path) -> DatasetRef:
+def with_canaries(texts: list[str], canary_texts: list[str]) -> list[str]:
+    """The training texts with the canary texts spread evenly through them (deterministic, order kept)."""
+    if not canary_texts:
+        return list(texts)
+    out: list[str] = []
+    n, k = len(texts), len(canary_texts)
+    j = 0
+    for i, text in enumerate(texts):
+        while j < k and j * (n + 1) <= i * k:  # canary j goes before document ceil(j * (n+1) / k) - 1
+            out.append(canary_texts[j])
+            j += 1
+        out.append(text)
+    out.extend(canary_texts[j:])
+    return out
+
+
+def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: Path,
+            canaries: CanarySettings | None = None) -> DatasetRef:
     """Split, tokenize and pack; written once into ``out`` (the run's data folder) and reused on resume."""
     from transformers import AutoTokenizer
 
@@ -78,7 +103,12 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
     train_ids, eval_ids = split_ids(ids, settings)
     by_id = dict(zip(ids, texts))
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    encoded = tok([by_id[d] for d in train_ids], add_special_tokens=False)["input_ids"]
+    canaries_path, canary_texts = None, []
+    if canaries is not None and canaries.count > 0:
+        planted = make_canaries(canaries)
+        canary_texts = canary_documents(planted, canaries.repeats)
+        canaries_path = str(write_canaries(out / "canaries.json", planted, canaries))
+    encoded = tok(with_canaries([by_id[d] for d in train_ids], canary_texts), add_special_tokens=False)["input_ids"]
     blocks = pack(encoded, tok.eos_token_id, seq_len)
     np.save(out / "train_blocks.npy", blocks)
     (out / "split.json").write_text(json.dumps({"train": train_ids, "eval": eval_ids}))
@@ -89,11 +119,13 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
         train_blocks=str(out / "train_blocks.npy"), eval_texts=str(out / "eval.jsonl"), split=str(out / "split.json"),
         train_docs=len(train_ids), eval_docs=len(eval_ids),
         train_tokens=int(sum(len(e) + 1 for e in encoded)), blocks=int(blocks.shape[0]),
+        canaries=canaries_path, canary_documents=len(canary_texts),
     )
     meta_path.write_text(result.model_dump_json(indent=2))
     return result
 
 
 @task(name="split-and-pack", cache_policy=NO_CACHE)
-def dataset_task(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: str) -> DatasetRef:
-    return prepare(ref, tokenizer_path, seq_len, settings, Path(out))
+def dataset_task(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: str,
+                 canaries: CanarySettings | None = None) -> DatasetRef:
+    return prepare(ref, tokenizer_path, seq_len, settings, Path(out), canaries)

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.yaml_model import load_yaml_model
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parents[1] / "data_contracts" / "drift.yaml"
 
@@ -58,21 +59,7 @@ class DriftThresholds(BaseModel):
 
 def load_thresholds(path: str | Path | None = None) -> DriftThresholds:
     """The thresholds in ``path`` (default data_contracts/drift.yaml); ValueError naming the file and field."""
-    path = Path(path) if path else DEFAULT_THRESHOLDS
-    if not path.is_file():
-        raise FileNotFoundError(f"drift thresholds file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"drift thresholds {path} are not valid YAML: {exc}".replace("\n", " ")) from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"drift thresholds {path} must be a mapping of settings")
-    try:
-        return DriftThresholds.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {'unknown setting' if e['type'] == 'extra_forbidden' else e['msg']}"
-                             for e in exc.errors())
-        raise ValueError(f"invalid drift thresholds {path}: {problems}") from exc
+    return load_yaml_model(Path(path) if path else DEFAULT_THRESHOLDS, DriftThresholds, "drift thresholds")
 
 
 # ------------------------------------------------------------------------------------------ statistics

@@ -68,18 +68,30 @@ def client_for(settings: DaskSettings):
     return client
 
 
+def _close(client) -> None:
+    try:
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    except Exception:
+        pass
+
+
 @atexit.register
 def close_clients() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
     for client in list(_clients.values()):
-        try:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
-        except Exception:
-            pass
+        _close(client)
     _clients.clear()
+
+
+def close_client(address: str) -> None:
+    """Close this process's client of the cluster at ``address`` (before that cluster is shut down)."""
+    with _lock:
+        client = _clients.pop((address,), None)
+    if client is not None:
+        _close(client)
 
 
 def map_shards(fn: Callable[..., R], shards: Sequence[T], settings: DaskSettings, *args: Any) -> Iterator[R]:

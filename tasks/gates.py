@@ -1,4 +1,16 @@
-"""Gates: the evaluation thresholds in data_contracts/gates.yaml, checked against a run's figures."""
+"""Gates: the evaluation thresholds in data_contracts/gates.yaml, checked against a run's figures.
+
+A gate compares one metric of the candidate model with a bound:
+
+- absolute: ``threshold: 0`` — e.g. ``pii_leaked <= 0``;
+- relative: ``baseline: base`` or ``baseline: champion`` — the bound is that model's value of the same
+  metric, scored in the same run on the same data, loosened by a relative ``tolerance`` (a fraction of the
+  baseline value) or an absolute ``margin`` (in metric points: rougeL ``>=`` champion − 1). With no champion
+  yet, a champion gate compares with the base model.
+
+A gate on a metric that is measured only sometimes (canary metrics: canaries are off by default) is
+declared ``optional: true``: when the metric is absent it is reported as "not measured" and does not block.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +18,17 @@ import operator
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from tasks.evaluate import CANARY_KEYS, METRIC_KEYS
+from tasks.yaml_model import load_yaml_model
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+NO_CHAMPION = "champion, no champion yet → base"
+
+# The metrics tasks/evaluate.py reports (canary ones only when canaries are on); a gate on another name
+# is a typo and fails when the gates file is loaded.
+KNOWN_METRICS = (*METRIC_KEYS, *CANARY_KEYS)
 
 
 class GateSettings(BaseModel):
@@ -17,64 +36,125 @@ class GateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    file: Path = Field(Path("data_contracts/gates.yaml"), description="gates file")
+    file: Path = Field(Path("data_contracts/gates.yaml"), description="gates file (data_contracts/gates.yaml)")
 
 
 class Gate(BaseModel):
+    """One line of the gates file."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    metric: str
-    op: Literal["<", "<=", ">", ">="]
-    baseline: Literal["base", "champion"] | float
-    tolerance: float = Field(0.0, ge=0.0)
+    name: str = Field(min_length=1, description="shown in the report and in blocked_by")
+    metric: str = Field(min_length=1, description="an evaluation metric (tasks/evaluate.py)")
+    op: Literal["<", "<=", ">", ">="] = Field(description="candidate value OP bound")
+    threshold: float | None = Field(None, description="absolute bound (no baseline)")
+    baseline: Literal["base", "champion"] | None = Field(None, description="relative bound: this model's value")
+    tolerance: float | None = Field(None, ge=0.0, description="relative slack: a fraction of the baseline value")
+    margin: float | None = Field(None, ge=0.0, description="absolute slack in metric points")
+    optional: bool = Field(False, description="not measured ⇒ reported, not blocking")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str, info: ValidationInfo) -> str:
+        if metric not in KNOWN_METRICS:
+            raise ValueError(f"gate '{info.data.get('name', '?')}' is on unknown metric '{metric}' "
+                             f"(known: {', '.join(KNOWN_METRICS)})")
+        return metric
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "Gate":
+        if (self.threshold is None) == (self.baseline is None):
+            raise ValueError("give either threshold (absolute) or baseline (base or champion), not both or neither")
+        if self.threshold is not None and (self.tolerance is not None or self.margin is not None):
+            raise ValueError("tolerance and margin apply to a baseline, not to an absolute threshold")
+        if self.tolerance is not None and self.margin is not None:
+            raise ValueError("give tolerance (a fraction) or margin (metric points), not both")
+        return self
+
+    def slack(self, value: float) -> float:
+        if self.margin is not None:
+            return self.margin
+        return abs(value) * (self.tolerance or 0.0)
+
+
+class GatesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gates: list[Gate] = Field(min_length=1, description="every gate must pass for @champion to move")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "GatesFile":
+        seen: set[str] = set()
+        for i, g in enumerate(self.gates):
+            if g.name in seen:
+                raise ValueError(f"gates[{i}].name: gate name '{g.name}' is used twice")
+            seen.add(g.name)
+        return self
 
 
 class GateResult(BaseModel):
     name: str
     metric: str
     op: str
-    value: float
-    threshold: float
-    baseline: str
+    value: float | None  # None: not measured
+    threshold: float | None
+    baseline: str  # "absolute", "base", "champion" or NO_CHAMPION
+    baseline_value: float | None = None
     passed: bool
+    measured: bool = True
+    optional: bool = False
+
+    @property
+    def status(self) -> str:
+        if not self.measured:
+            return "not measured" if self.passed else "FAIL (not measured)"
+        return "pass" if self.passed else "FAIL"
 
     def describe(self) -> str:
+        if not self.measured:
+            why = "optional, does not block" if self.passed else "the gate is not optional"
+            return f"gate {self.name}: {self.metric} not measured ({why})"
         verdict = "passed" if self.passed else "failed"
+        base = self.baseline if self.baseline_value is None else f"{self.baseline} {self.baseline_value:.4g}"
         return (f"gate {self.name} {verdict}: {self.metric} {self.value:.4g} {self.op} {self.threshold:.4g} "
-                f"({self.baseline})")
+                f"({base})")
 
 
-def load_gates(path: Path) -> list[Gate]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"gates file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return [Gate(**g) for g in data.get("gates", [])]
-    except (yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ValueError(f"gates file {path} is invalid: {exc}") from exc
+def load_gates(path: str | Path) -> list[Gate]:
+    """The gates in ``path``; FileNotFoundError / ValueError naming the file and the field at fault."""
+    return load_yaml_model(path, GatesFile, "gates file").gates
 
 
-def threshold(gate: Gate, baselines: dict[str, dict[str, float]]) -> tuple[float, str]:
-    if isinstance(gate.baseline, float | int):
-        return float(gate.baseline), "absolute"
+def threshold(gate: Gate, baselines: dict[str, dict[str, float]]) -> tuple[float | None, str, float | None]:
+    """(bound, baseline label, baseline value); bound None when the baseline did not measure the metric."""
+    if gate.threshold is not None:
+        return float(gate.threshold), "absolute", None
     which = gate.baseline if gate.baseline in baselines else "base"
-    value = baselines[which][gate.metric]
-    slack = value * gate.tolerance
+    label = which if which == gate.baseline else NO_CHAMPION
+    value = baselines.get(which, {}).get(gate.metric)
+    if value is None:
+        return None, label, None
+    slack = gate.slack(value)
     bound = value + slack if gate.op in {"<", "<="} else value - slack
-    label = which if which == gate.baseline else f"{which}, no champion yet"
-    return bound, label
+    return bound, label, float(value)
 
 
-def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, dict[str, float]]) -> list[GateResult]:
+def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, dict[str, float]],
+          source: str | Path = "gates file") -> list[GateResult]:
     """Each gate's value, threshold and verdict; ``baselines`` maps 'base'/'champion' to their metrics."""
     results = []
     for gate in gates:
-        if gate.metric not in candidate:
-            raise ValueError(f"gate {gate.name}: unknown metric '{gate.metric}' (have {sorted(candidate)})")
-        bound, label = threshold(gate, baselines)
-        value = candidate[gate.metric]
-        results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=value, threshold=bound,
-                                  baseline=label, passed=bool(OPS[gate.op](value, bound))))
+        if gate.metric not in KNOWN_METRICS and gate.metric not in candidate:
+            raise ValueError(f"gates file {source}: gate '{gate.name}' is on unknown metric '{gate.metric}' "
+                             f"(measured: {', '.join(sorted(candidate))})")
+        value = candidate.get(gate.metric)
+        bound, label, base_value = threshold(gate, baselines)
+        if value is None or bound is None:
+            results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=value, threshold=bound,
+                                      baseline=label, baseline_value=base_value, passed=gate.optional,
+                                      measured=False, optional=gate.optional))
+            continue
+        results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=float(value), threshold=bound,
+                                  baseline=label, baseline_value=base_value, passed=bool(OPS[gate.op](value, bound)),
+                                  optional=gate.optional))
     return results

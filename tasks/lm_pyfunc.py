@@ -1,7 +1,10 @@
-"""The registered model: an MLflow pyfunc carrying the base model, the LoRA adapter and the tokenizer.
+"""The registered model: an MLflow pyfunc carrying the base model, the adapter and the tokenizer.
 
-The adapter is merged into the base at load time. (MLflow's transformers flavor saves PEFT weights under
-names that reload as random, so it is not used for adapters.)
+The adapter is merged into the base at load time; an "adapter" folder that holds a whole fine-tuned model
+(config.json, no adapter_config.json: training method "full") is loaded as the model itself. Generation is
+tasks.generation.generate, the same code the evaluation uses, so `models:/NAME@champion` continues a prompt
+exactly as the run's report shows. (MLflow's transformers flavor saves PEFT weights under names that reload
+as random, so it is not used for adapters.)
 """
 
 from __future__ import annotations
@@ -11,41 +14,40 @@ from typing import Any
 import mlflow.pyfunc
 
 
+def load_merged(base: str, adapter: str | None):
+    """The model to serve: base + adapter merged, or the full fine-tuned model in the adapter folder
+    (tasks.evaluate.load_model tells them apart, as the evaluation does)."""
+    from tasks.evaluate import load_model
+
+    model = load_model(base, adapter)
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def prompts_of(model_input: Any) -> list[str]:
+    """A list of strings, one string, or a DataFrame with a 'prompt' column (else its first column)."""
+    if hasattr(model_input, "columns"):
+        column = model_input["prompt"] if "prompt" in model_input.columns else model_input.iloc[:, 0]
+        return [str(p) for p in column]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(p) for p in model_input]
+
+
 class CausalLMWithAdapter(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import tasks  # noqa: F401  (offline environment)
         from transformers import AutoTokenizer
 
-        from tasks.evaluate import load_model
-
         self.tokenizer = AutoTokenizer.from_pretrained(context.artifacts["tokenizer"])
-        model = load_model(context.artifacts["base"], context.artifacts.get("adapter"))
-        self.model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        self.model = load_merged(context.artifacts["base"], context.artifacts.get("adapter")).eval()
 
     def predict(self, context, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
-        """Continuations of the prompts: a list of strings, or a DataFrame with a 'prompt' column."""
-        import torch
+        """Continuations of the prompts; params: max_new_tokens, temperature (0 = greedy), top_p, seed."""
+        from tasks.generation import GenerationSettings, generate
 
-        params = params or {}
-        if hasattr(model_input, "columns"):
-            prompts = list(model_input["prompt"] if "prompt" in model_input.columns else model_input.iloc[:, 0])
-        elif isinstance(model_input, str):
-            prompts = [model_input]
-        else:
-            prompts = list(model_input)
-        max_new = int(params.get("max_new_tokens", 48))
-        temperature = float(params.get("temperature", 0.0))
-        torch.manual_seed(int(params.get("seed", 0)))
-        outputs = []
-        for prompt in prompts:
-            ids = self.tokenizer(str(prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
-            if ids.shape[1] == 0:
-                ids = torch.tensor([[self.tokenizer.eos_token_id]])
-            with torch.no_grad():
-                gen = self.model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                    do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                    top_p=None, top_k=None, pad_token_id=self.tokenizer.pad_token_id,
-                )
-            outputs.append(self.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
-        return outputs
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        settings = GenerationSettings(
+            max_new_tokens=int(params.get("max_new_tokens", 48)), temperature=float(params.get("temperature", 0.0)),
+            top_p=float(params.get("top_p", 1.0)), seed=int(params.get("seed", 0)),
+        )
+        return generate(self.model, self.tokenizer, prompts_of(model_input), settings)

@@ -1,19 +1,25 @@
 """Snapshots: folders of Parquet shards plus ``manifest.json``. The only code that reads or writes them.
 
 A snapshot is never edited. It is written to a temporary folder beside its final place and renamed
-into place once complete, so a half-written snapshot is never visible. Its fingerprint is a hash over
-the shards' rows in order; the folder name is the stage's cache key, so a rerun with the same input,
-parameters and stage code finds the snapshot already there and reuses it.
+into place once complete, so a half-written snapshot is never visible; the temporary folder is named after
+the writing process (host and pid), and one left behind by a process that died (SIGKILL, power loss) is
+removed by the next write of that stage. Two processes writing the same snapshot at once both succeed:
+the first rename wins and the second discards its copy. Its fingerprint is a hash over the shards' rows
+in order, leaving out ``ingested_at`` (when, not what: the same files ingested twice give the same
+fingerprint); the folder name is the stage's cache key, so a rerun with the same input, parameters and
+stage code finds the snapshot already there and reuses it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ from pydantic import BaseModel
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 DOCUMENT_COLUMNS = ["doc_id", "source", "text", "mime_type", "metadata", "ingested_at"]
+VOLATILE_COLUMNS = frozenset({"ingested_at"})  # not part of the content fingerprint
+_TMP = ".tmp-"
 
 
 class SnapshotRef(BaseModel):
@@ -66,7 +74,7 @@ class _RowHasher:
         self._h = hashlib.sha256()
 
     def update(self, table: pa.Table) -> None:
-        columns = sorted(table.column_names)
+        columns = sorted(c for c in table.column_names if c not in VOLATILE_COLUMNS)
         for row in table.select(columns).to_pylist():
             self._h.update(json.dumps(row, sort_keys=True, default=str, ensure_ascii=False).encode())
             self._h.update(b"\n")
@@ -94,8 +102,10 @@ def write(
     side files such as the quarantine list).
     """
     final = Path(root) / stage / key
-    tmp = final.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(final.parent)
+    tmp = final.parent / f".{key}{_TMP}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     hasher, rows, shards = _RowHasher(), 0, []
     try:
         for table in tables:
@@ -126,14 +136,74 @@ def write(
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(content)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        if final.exists():  # written meanwhile by an identical run: keep the first
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.rename(tmp, final)
+        except OSError as exc:  # written meanwhile by an identical run: keep the first
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / MANIFEST).is_file():
+                raise
+            shutil.rmtree(tmp)
+            manifest = json.loads((final / MANIFEST).read_text())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SnapshotRef(path=str(final), fingerprint=manifest["fingerprint"], rows=rows, stage=stage)
+    return SnapshotRef(path=str(final), fingerprint=manifest["fingerprint"], rows=manifest["rows"], stage=stage)
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_temp_folders(stage_dir: Path) -> list[Path]:
+    """Temporary folders in ``stage_dir`` left by writers on this host that are no longer running."""
+    stale = []
+    for path in Path(stage_dir).glob(f".*{_TMP}*"):
+        host, _, rest = path.name.rpartition(_TMP)[2].partition("-")
+        pid = rest.partition("-")[0]
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def sweep_stale(stage_dir: Path) -> int:
+    """Remove the temporary folders of writers that died mid-write; returns how many."""
+    stale = stale_temp_folders(stage_dir)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+def publish(final: str | Path, build: Callable[[Path], Any]) -> bool:
+    """Make the folder ``final`` atomically, for any cached folder (tokenizer, base model): ``build(tmp)``
+    fills a temporary folder private to this process beside it, which is then renamed into place. When
+    another process published ``final`` meanwhile, its copy is kept and this one discarded (returns False).
+    Temporary folders of writers that died are swept first."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(final.parent)
+    tmp = final.parent / f".{final.name}{_TMP}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def shard_paths(ref: SnapshotRef | str | Path) -> list[Path]:

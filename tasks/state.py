@@ -1,8 +1,18 @@
-"""The state folder: where snapshots, tokenizers, base models, runs and the MLflow database live."""
+"""The state folder: where snapshots, tokenizers, base models, runs and the MLflow database live.
+
+Several runs may share one state folder at once (two `tunegate run` started together, a served deployment
+beside a manual run). What they must not do at the same time is done under ``StatePaths.lock(name)``, an
+exclusive file lock in ``<home>/locks/``: the kernel releases it when its holder dies, even by SIGKILL.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +53,54 @@ class StatePaths:
 
     def mlflow_artifacts(self) -> str:
         return (self.home / "mlartifacts").as_uri()
+
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
+
+    @contextmanager
+    def lock(self, name: str, timeout_s: float = 6 * 3600, poll_s: float = 0.2) -> Iterator[float]:
+        """Hold the exclusive lock ``<home>/locks/<name>.lock`` for the block; yields the seconds waited.
+
+        Each hold is appended to ``<name>.log`` (pid, acquired, released: Unix seconds), so it can be shown
+        afterwards that holders took turns. Raises TimeoutError naming the lock file after ``timeout_s``.
+        """
+        self.locks.mkdir(parents=True, exist_ok=True)
+        path = self.locks / f"{name}.lock"
+        start = time.monotonic()
+        with open(path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - start > timeout_s:
+                        raise TimeoutError(f"{path} is held by another run (pid {_holder(path)}) for over "
+                                           f"{timeout_s:.0f} s") from None
+                    time.sleep(poll_s)
+            acquired = time.time()
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            try:
+                yield time.monotonic() - start
+            finally:
+                entry = {"pid": os.getpid(), "acquired": acquired, "released": time.time()}
+                with open(self.locks / f"{name}.log", "a") as journal:
+                    journal.write(json.dumps(entry) + "\n")
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def lock_holds(self, name: str) -> list[dict]:
+        """The holds of lock ``name`` recorded so far, oldest first."""
+        journal = self.locks / f"{name}.log"
+        if not journal.is_file():
+            return []
+        return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"

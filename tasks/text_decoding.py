@@ -4,7 +4,9 @@ Byte-order mark, then strict UTF-8, then (HTML) a declared charset, then statist
 detection lands on a Latin single-byte code page and the bytes read as plain Western text in
 windows-1252, windows-1252 wins (the WHATWG default; detectors often pick cp1250 for short
 French/Spanish text). Text that is mostly valid UTF-8 with a few bad bytes is read as UTF-8 with U+FFFD
-replacements. Bytes that are not text are quarantined as "binary content in a text file".
+replacements. When no single encoding fits (a UTF-8 file with lines appended in a legacy code page), the
+bytes that are not UTF-8 are read as windows-1252. Bytes that are not text (NULs, or more than 5% control
+characters) are quarantined as "binary content in a text file".
 """
 
 from __future__ import annotations
@@ -83,12 +85,24 @@ def decode_text(data: bytes, suffix: str = "") -> tuple[str, str]:
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[: 1 << 16], enable_fallback=False).best()
-    if best is None:
-        raise Quarantined("binary content in a text file", "no text encoding fits its bytes")
+    if best is None:  # no single encoding fits: UTF-8 with legacy parts, or binary (then control characters)
+        text = data.decode("utf-8", errors=_MIXED)
+        return _check_controls(text, "utf-8 with cp1252"), f"utf-8 with cp1252 ({bad} byte sequences)"
     enc = _codec(best.encoding) or best.encoding
     if enc in _LATIN_FAMILY and enc != "cp1252" and _reads_as_western(data):
         enc = "cp1252"
     return _check_controls(data.decode(enc, errors="replace"), enc), enc
+
+
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """A codecs error handler: bytes that are not UTF-8 read as windows-1252 (the mixed-file repair)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("cp1252", errors="replace"), exc.end
+
+
+_MIXED = "tunegate.utf8-cp1252"
+codecs.register_error(_MIXED, _cp1252_fallback)
 
 
 def _check_controls(text: str, encoding: str) -> str:

@@ -6,7 +6,6 @@ Either way its content hash (sha256 of its files) is recorded as lineage.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,26 +71,30 @@ def train_bpe(ref: snapshot.SnapshotRef, settings: TokenizerSettings, out: Path)
     fast.save_pretrained(str(out))
 
 
-def prepare(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: Path) -> TokenizerRef:
-    """The tokenizer for this run, cached by (snapshot, settings) when trained."""
+def prepare(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: Path,
+            models_store: Path | None = None) -> TokenizerRef:
+    """The tokenizer for this run: the base model's own, or one trained (and cached by snapshot and settings).
+
+    ``base_model`` is resolved exactly as the base-model stage resolves it (tasks.model.resolve_base): a
+    GGUF file is dequantized there, once, into ``models_store`` (default: ``models/`` beside ``store``).
+    """
     from transformers import AutoTokenizer
 
     if base_model:
-        tok = AutoTokenizer.from_pretrained(base_model)
-        folder = Path(base_model) if Path(base_model).is_dir() else None
-        digest = content_hash(folder) if folder else hashlib.sha256(base_model.encode()).hexdigest()
-        return TokenizerRef(path=base_model, content_hash=digest, vocab_size=len(tok), trained=False)
+        from tasks.model import resolve_base
+
+        folder = resolve_base(base_model, Path(models_store) if models_store else Path(store).parent / "models").folder
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        return TokenizerRef(path=str(folder), content_hash=content_hash(folder), vocab_size=len(tok), trained=False)
     key = snapshot.cache_key("tokenizer", ref.fingerprint, settings.model_dump(), CODE_VERSION)
     out = Path(store) / key
-    if not (out / "tokenizer.json").is_file():
-        tmp = out.with_name(f".{key}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        train_bpe(ref, settings, tmp)
-        tmp.rename(out)
+    if not (out / "tokenizer.json").is_file():  # trained once; two runs racing keep the first copy
+        snapshot.publish(out, lambda tmp: train_bpe(ref, settings, tmp))
     tok = AutoTokenizer.from_pretrained(str(out))
     return TokenizerRef(path=str(out), content_hash=content_hash(out), vocab_size=len(tok), trained=True)
 
 
 @task(name="tokenizer", cache_policy=NO_CACHE)
-def tokenizer_task(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: str) -> TokenizerRef:
-    return prepare(ref, settings, base_model, Path(store))
+def tokenizer_task(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: str,
+                   models_store: str | None = None) -> TokenizerRef:
+    return prepare(ref, settings, base_model, Path(store), Path(models_store) if models_store else None)

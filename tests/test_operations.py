@@ -25,8 +25,13 @@ from test_drift import drifted_texts, plays, undrifted_texts, write_jsonl
 
 PREFECT_YAML = ROOT / "prefect.yaml"
 SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-PIPELINE_SECTIONS = {"data", "ingest", "clean", "dedup", "pii", "contract", "tokenizer", "model", "split", "train",
-                     "evaluate", "gates", "registry", "dask"}
+def _pipeline_sections() -> set[str]:
+    from flows.config import PipelineConfig
+
+    return set(PipelineConfig.model_fields)
+
+
+PIPELINE_SECTIONS = _pipeline_sections()
 
 
 def free_port() -> int:

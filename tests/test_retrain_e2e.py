@@ -85,6 +85,10 @@ def test_report_has_every_section(demo):
     assert all(c["passed"] for c in report["contracts"])
     assert "## Training contract `training.json` — passed" in md
     assert (home / "runs/demo/loss_curve.png").stat().st_size > 1000
+    assert (home / "runs/demo/metrics_vs_champion.png").stat().st_size > 1000
+    assert "## Shadow comparison" in md and "| no_pii_leaked | pii_leaked |" in md
+    assert {"rougeL", "bleu", "chrf", "pii_leaked", "toxic_outputs"} <= set(ev["candidate"])
+    assert "contract_raw" in report["stage_seconds"]
 
 
 def test_metrics_has_one_line_per_step(demo):

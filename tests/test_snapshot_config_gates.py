@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
 
@@ -93,15 +91,18 @@ def test_unknown_command_option_is_usage_error(tmp_path):
 def test_gates_relative_absolute_and_fallback_to_base():
     gates = [Gate(name="ppl", metric="perplexity", op="<", baseline="base"),
              Gate(name="champ", metric="bits_per_byte", op="<=", baseline="champion", tolerance=0.1),
-             Gate(name="floor", metric="perplexity", op="<=", baseline=50.0)]
-    base = {"perplexity": 100.0, "bits_per_byte": 2.0}
-    results = check(gates, {"perplexity": 40.0, "bits_per_byte": 2.1}, {"base": base})
-    assert [r.passed for r in results] == [True, True, True]
-    assert results[1].baseline == "base, no champion yet" and results[1].threshold == pytest.approx(2.2)
-    worse = check(gates, {"perplexity": 60.0, "bits_per_byte": 2.5},
-                  {"base": base, "champion": {"perplexity": 50.0, "bits_per_byte": 2.0}})
-    assert [r.passed for r in worse] == [True, False, False]
-    assert "gate champ failed" in worse[1].describe()
+             Gate(name="floor", metric="perplexity", op="<=", threshold=50.0),
+             Gate(name="rouge", metric="rougeL", op=">=", baseline="champion", margin=1.0)]
+    base = {"perplexity": 100.0, "bits_per_byte": 2.0, "rougeL": 10.0}
+    results = check(gates, {"perplexity": 40.0, "bits_per_byte": 2.1, "rougeL": 9.5}, {"base": base})
+    assert [r.passed for r in results] == [True, True, True, True]
+    assert results[1].baseline == "champion, no champion yet → base" and results[1].threshold == pytest.approx(2.2)
+    assert results[3].threshold == pytest.approx(9.0) and results[3].baseline_value == 10.0
+    worse = check(gates, {"perplexity": 60.0, "bits_per_byte": 2.5, "rougeL": 18.9},
+                  {"base": base, "champion": {"perplexity": 50.0, "bits_per_byte": 2.0, "rougeL": 20.0}})
+    assert [r.passed for r in worse] == [True, False, False, False]
+    assert worse[1].baseline == "champion" and "gate champ failed" in worse[1].describe()
+    assert "rougeL 18.9 >= 19" in worse[3].describe()
 
 
 def test_gates_file_loads_and_missing_file_names_path(tmp_path):

@@ -1,6 +1,7 @@
-"""Training under DeepSpeed ZeRO-2 on CPU: SIGKILL mid-run, resume, identical per-step losses.
+"""Training under DeepSpeed ZeRO-2 and ZeRO-3 on CPU: SIGKILL mid-run, resume, identical per-step losses.
 
-Also: a partial newest checkpoint (no completion marker) is skipped for the previous one.
+Also: a partial newest checkpoint (no completion marker) is skipped for the previous one; under ZeRO-3 the
+saved adapter holds the whole trained tensors (checked against DeepSpeed's own consolidated checkpoint).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tasks.train import TrainJob, TrainSettings, command, read_metrics, run_trai
 from tasks.trainer import checkpoints
 
 STEPS = 24
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,30 @@ def job(prepared, name: str, **overrides) -> TrainJob:
                     out_dir=str(root / name))
 
 
+def zero_settings(root: Path, stage: int) -> dict:
+    """ZeRO-3 from a config file with every weight partitioned (the default keeps small ones whole)."""
+    if stage != 3:
+        return {"zero_stage": stage}
+    config = json.loads((ROOT / "infra" / "deepspeed" / "zero3.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = root / "zero3-partition-all.json"
+    path.write_text(json.dumps(config))
+    return {"zero_stage": 3, "deepspeed_config": path}
+
+
+_UNINTERRUPTED: dict[int, TrainJob] = {}
+
+
+def uninterrupted(prepared, stage: int, extensions_dir: Path) -> TrainJob:
+    """An uninterrupted run (the reference losses) under ZeRO ``stage``: trained once, shared by the tests."""
+    if stage not in _UNINTERRUPTED:
+        a = job(prepared, f"A{stage}", **zero_settings(prepared[0], stage))
+        full = run_training(a, extensions_dir)
+        assert full.steps == STEPS and full.resumed_from == 0
+        _UNINTERRUPTED[stage] = a
+    return _UNINTERRUPTED[stage]
+
+
 def losses(j: TrainJob) -> dict[int, float]:
     return {m["step"]: m["loss"] for m in read_metrics(Path(j.out_dir) / "metrics.jsonl")}
 
@@ -70,13 +96,12 @@ def kill_after(j: TrainJob, steps: int, extensions_dir: Path) -> int:
     return len(read_metrics(out / "metrics.jsonl"))
 
 
-def test_sigkill_then_resume_repeats_the_losses(prepared, extensions_dir):
-    a = job(prepared, "A")
-    full = run_training(a, extensions_dir)
-    assert full.steps == STEPS and full.resumed_from == 0
+@pytest.mark.parametrize("stage", [2, 3], ids=["zero2", "zero3"])
+def test_sigkill_then_resume_repeats_the_losses(prepared, extensions_dir, stage):
+    a = uninterrupted(prepared, stage, extensions_dir)
     reference = losses(a)
 
-    b = job(prepared, "B")
+    b = job(prepared, f"B{stage}", **zero_settings(prepared[0], stage))
     killed_at = kill_after(b, 14, extensions_dir)
     whole = [s for s, _ in checkpoints.newest_whole(Path(b.out_dir) / "checkpoints")]
     assert whole and max(whole) <= killed_at
@@ -94,9 +119,32 @@ def test_sigkill_then_resume_repeats_the_losses(prepared, extensions_dir):
 
 
 def test_adapter_is_saved_with_its_tokenizer(prepared, extensions_dir):
-    a = Path(job(prepared, "A").out_dir) / "adapter"
+    a = Path(uninterrupted(prepared, 2, extensions_dir).out_dir) / "adapter"
     assert (a / "adapter_config.json").is_file() and (a / "adapter_model.safetensors").is_file()
     assert (a / "tokenizer.json").is_file()
+
+
+def test_zero3_adapter_holds_the_trained_tensors(prepared, extensions_dir):
+    """The saved adapter equals the final weights DeepSpeed consolidates from its partitioned checkpoint."""
+    a = uninterrupted(prepared, 3, extensions_dir)
+    assert json.loads((Path(a.out_dir) / "deepspeed_config.json").read_text())["zero_optimization"] == {
+        **json.loads((ROOT / "infra" / "deepspeed" / "zero3.json").read_text())["zero_optimization"],
+        "stage3_param_persistence_threshold": 0}
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+
+    ckpt = Path(a.out_dir) / "checkpoints"
+    trained = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=checkpoints.tag(STEPS),
+                                                       exclude_frozen_parameters=True)
+    trained = {k.replace(".modules_to_save.default", "").replace(".default", ""): v for k, v in trained.items()}
+    saved = load_file(str(Path(a.out_dir) / "adapter" / "adapter_model.safetensors"))
+    assert sorted(saved) == sorted(trained)
+    assert any("lora_A" in k for k in saved) and any("lm_head" in k for k in saved)
+    for name, tensor in saved.items():
+        assert tensor.numel() > 0 and tensor.shape == trained[name].shape, name
+        assert torch.equal(tensor, trained[name].to(tensor.dtype)), name
+    assert any(float(t.abs().sum()) > 0 for k, t in saved.items() if "lora_B" in k), "lora_B never trained"
 
 
 def test_nonfinite_loss_stops_with_clear_error(prepared, extensions_dir, tmp_path):

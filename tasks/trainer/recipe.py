@@ -1,9 +1,11 @@
-"""Fine-tune a causal LM with PEFT under DeepSpeed: one process of a (possibly multi-process) job.
+"""Fine-tune a causal LM under DeepSpeed: one process of a (possibly multi-process, multi-node) job.
 
-Read top to bottom: set up the process group, build the PEFT model, hand it to DeepSpeed, resume from
-the newest whole checkpoint, then train step by step. Every step's batch and dropout seed are functions
-of the step number alone, so a run resumed from a checkpoint repeats, bit for bit, the losses an
-uninterrupted run would have logged.
+Read top to bottom: set up the process group, build the model (LoRA, prefix tuning, QLoRA or all weights:
+peft_methods.py), hand it to DeepSpeed with the job's ZeRO config (ds_config.py), resume from the newest
+whole checkpoint, then train step by step, scoring the held-out texts every ``eval_every`` steps
+(evaluation.py), and save the adapter or model with its tokenizer (artifacts.py). Every step's batch and
+dropout seed are functions of the step number alone, so a run resumed from a checkpoint repeats, bit for
+bit, the losses an uninterrupted run would have logged.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.trainer import checkpoints
+from tasks.trainer import artifacts, checkpoints, ds_config, evaluation
 from tasks.trainer.job import TrainJob, TrainSettings
+from tasks.trainer.peft_methods import build_model
 
 
 class NonFiniteLoss(RuntimeError):
@@ -31,22 +34,6 @@ def pick_device(settings: TrainSettings) -> str:
     if settings.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return settings.device
-
-
-def deepspeed_config(s: TrainSettings, device: str) -> dict:
-    config: dict = {
-        "train_micro_batch_size_per_gpu": s.micro_batch_size,
-        "gradient_accumulation_steps": s.gradient_accumulation_steps,
-        "gradient_clipping": s.max_grad_norm,
-        "zero_optimization": {"stage": s.zero_stage},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    if s.zero_stage == 3:
-        config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-    if s.precision == "bf16":
-        config["bf16"] = {"enabled": True}
-    return config
 
 
 def lr_lambda(s: TrainSettings):
@@ -75,20 +62,22 @@ def batch_indices(step: int, micro: int, rank: int, s: TrainSettings, world: int
     return out
 
 
-def build_model(job: TrainJob, device: str):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+def make_optimizer(model, s: TrainSettings, raw_config: dict, device: str):
+    """AdamW over the trainable weights, and whether it is DeepSpeed's fused CPU Adam.
 
-    s = job.settings
-    torch.manual_seed(s.seed)
-    model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
-    model.config.use_cache = False
-    lora = LoraConfig(
-        r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-        target_modules=s.target_modules, modules_to_save=s.modules_to_save or None, task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    With ZeRO-Offload the optimizer step runs on the CPU: DeepSpeedCPUAdam (a C++ op JIT-built once into
+    TORCH_EXTENSIONS_DIR, ~1 min) where the config's zero_force_ds_cpu_optimizer is true, or "auto" on a
+    GPU; torch's AdamW otherwise ("auto" on a CPU-only machine, where the build buys little).
+    """
+    import torch
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    force = raw_config.get("zero_force_ds_cpu_optimizer", True)  # DeepSpeed's own default is true
+    if ds_config.offloads_optimizer(raw_config) and (force is True or (force == "auto" and device == "cuda")):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(trainable, lr=s.learning_rate, weight_decay=s.weight_decay, adamw_mode=True), True
+    return torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=s.weight_decay), False
 
 
 def trim_metrics(path: Path, last_step: int) -> None:
@@ -119,6 +108,16 @@ def resume(engine, root: Path) -> int:
     return 0
 
 
+def all_mean(value: "torch.Tensor", world: int, device) -> float:
+    import torch.distributed as dist
+
+    if world > 1:
+        value = value.to(device)  # NCCL reduces GPU tensors only
+        dist.all_reduce(value)
+        value = value.cpu() / world
+    return float(value)
+
+
 def train(job: TrainJob) -> dict:
     import deepspeed
     import torch
@@ -135,13 +134,18 @@ def train(job: TrainJob) -> dict:
     ckpt_root, metrics_path = out / "checkpoints", out / "metrics.jsonl"
 
     model = build_model(job, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=s.weight_decay)
+    optimizer, cpu_adam = make_optimizer(model, s, ds_config.read(s), device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s))
+    config = ds_config.build(s, world, device, cpu_adam)
+    if rank == 0:
+        (out / "deepspeed_config.json").write_text(json.dumps(config, indent=2))
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(s, device)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
     blocks = np.load(job.train_blocks, mmap_mode="r")
+    eval_blocks = None
+    if s.eval_every and job.eval_texts:
+        eval_blocks = evaluation.pack_eval_texts(job.eval_texts, job.tokenizer, blocks.shape[1] - 1)
     start = resume(engine, ckpt_root)
     if rank == 0:
         trim_metrics(metrics_path, start)
@@ -163,11 +167,7 @@ def train(job: TrainJob) -> dict:
                 engine.backward(loss)
                 engine.step()
                 loss_sum += loss.detach().double().cpu()
-            step_loss = loss_sum / s.gradient_accumulation_steps
-            if world > 1:
-                dist.all_reduce(step_loss)
-                step_loss /= world
-            step_loss = float(step_loss)
+            step_loss = all_mean(loss_sum / s.gradient_accumulation_steps, world, engine.device)
             if not math.isfinite(step_loss):
                 raise NonFiniteLoss(f"training loss became {step_loss} at step {step}: lower train.learning_rate")
             dt = time.perf_counter() - t0
@@ -177,11 +177,17 @@ def train(job: TrainJob) -> dict:
                 "lr": lr,
                 "tokens_per_s": round(tokens_per_step / dt, 1),
                 "step_time_s": round(dt, 4),
+                "tokens": step * tokens_per_step,
             }
+            if eval_blocks is not None and (step % s.eval_every == 0 or step == s.max_steps):
+                record["eval_loss"] = evaluation.eval_loss(engine, eval_blocks, s.micro_batch_size, s.eval_batches,
+                                                           rank, world)
             log.write(json.dumps(record) + "\n")
             log.flush()
             if rank == 0 and (step == start + 1 or step % s.checkpoint_every == 0 or step == s.max_steps):
-                print(f"step {step}/{s.max_steps} loss {step_loss:.4f} {record['tokens_per_s']:.0f} tokens/s", flush=True)
+                extra = f" eval_loss {record['eval_loss']:.4f}" if "eval_loss" in record else ""
+                print(f"step {step}/{s.max_steps} loss {step_loss:.4f}{extra} {record['tokens_per_s']:.0f} tokens/s",
+                      flush=True)
             if step % s.checkpoint_every == 0 or step == s.max_steps:
                 folder = ckpt_root / checkpoints.tag(step)
                 engine.save_checkpoint(str(ckpt_root), tag=folder.name, client_state={"step": step},
@@ -192,29 +198,13 @@ def train(job: TrainJob) -> dict:
                     checkpoints.prune(ckpt_root, s.keep_checkpoints)
                 dist.barrier()
     summary = {"steps": s.max_steps, "resumed_from": start, "world_size": world, "device": device,
+               "method": s.method, "zero_stage": engine.zero_optimization_stage(),
                "wall_s": round(time.perf_counter() - t_run, 2), "tokens_per_step": tokens_per_step}
-    save_adapter(engine, job, out / "adapter", rank)
+    artifacts.save_trained(engine, job.tokenizer, out / "adapter", rank)
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     dist.barrier()
     return summary
-
-
-def save_adapter(engine, job: TrainJob, folder: Path, rank: int) -> None:
-    """The trained adapter (and tokenizer) as a PEFT folder; ZeRO-3 gathers the partitioned weights."""
-    import deepspeed
-    from transformers import AutoTokenizer
-
-    model = engine.module
-    if job.settings.zero_stage == 3:
-        params = [p for n, p in model.named_parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            if rank == 0:
-                model.save_pretrained(str(folder))
-    elif rank == 0:
-        model.save_pretrained(str(folder))
-    if rank == 0:
-        AutoTokenizer.from_pretrained(job.tokenizer).save_pretrained(str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,4 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLoss as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    except ds_config.DeepSpeedConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -1,0 +1,325 @@
+"""Gates from the gates file, the registry's aliases and idempotent registration, the report in MLflow.
+
+A small corpus and a tiny model (hidden 64, 2 layers, 10 steps) with canaries on: the first run passes the
+project's data_contracts/gates.yaml and is promoted; the second, with a gates file that its figures cannot
+meet (an absolute floor, a strict "better than the champion", the PII probe and canary exposure), is blocked
+with each reason and exit code 3, and leaves @champion where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import CORPUS, ROOT, run_cli
+from tasks import registry
+from tasks.gates import Gate, check, load_gates
+
+NAME = "gates-test"
+# the ephemeral Prefect API may take long to start on a machine shared with other work
+SLOW_START = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+CANARIES = {"count": 2, "repeats": 10, "candidates": 200, "seed": 3}
+
+BLOCKING_GATES = {"gates": [
+    {"name": "perplexity_floor", "metric": "perplexity", "op": "<=", "threshold": 1.0},
+    {"name": "beats_champion", "metric": "bits_per_byte", "op": "<", "baseline": "champion"},
+    {"name": "no_pii_at_all", "metric": "pii_leaked", "op": "<", "threshold": 0},
+    {"name": "canaries_unexposed", "metric": "canary_exposure_max", "op": "<=", "threshold": 0.05},
+    {"name": "rouge_within_margin", "metric": "rougeL", "op": ">=", "baseline": "champion", "margin": 100.0},  # passes
+]}
+
+
+def small_config(tmp: Path, gates: Path) -> dict:
+    return {
+        "data": {"paths": [str(tmp / "corpus")]},
+        "clean": {"min_chars": 50},
+        "pii": {"operator": "replace"},
+        "contract": {k: str(ROOT / f"data_contracts/{k}.json") for k in ("raw", "curated", "training")},
+        "tokenizer": {"vocab_size": 512},
+        "model": {"tiny": {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 128, "seed": 0}},
+        "train": {"max_steps": 10, "micro_batch_size": 4, "seq_len": 64, "learning_rate": 0.003, "warmup_steps": 2,
+                  "modules_to_save": ["embed_tokens", "lm_head"], "checkpoint_every": 10, "zero_stage": 2,
+                  "eval_every": 5},
+        "canaries": CANARIES,
+        "evaluate": {"seq_len": 64, "max_docs": 4, "heldout_prompts": 4, "prompt_words": 12, "reference_words": 8,
+                     "generation": {"max_new_tokens": 8}},
+        "gates": {"file": str(gates)},
+        "registry": {"model_name": NAME},
+        "dask": {"scheduler": "sync"},
+    }
+
+
+def write_config(tmp: Path, gates: Path, name: str = "config.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(small_config(tmp, gates)))
+    return path
+
+
+def mlflow_client(home: Path):
+    import mlflow
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def versions_state(home: Path) -> dict[str, tuple[dict, list]]:
+    c = mlflow_client(home)
+    return {str(v.version): (dict(v.tags), sorted(c.get_model_version(NAME, v.version).aliases))
+            for v in c.search_model_versions(f"name='{NAME}'")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, extensions_dir):
+    tmp = tmp_path_factory.mktemp("gates")
+    (tmp / "corpus").mkdir()
+    for f in sorted((CORPUS / "plays").glob("*.txt"))[:12]:
+        shutil.copy(f, tmp / "corpus" / f.name)
+    home = tmp / "state"
+    first_cfg = write_config(tmp, ROOT / "data_contracts/gates.yaml", "first.yaml")
+    started = time.perf_counter()
+    first = run_cli("run", "--config", str(first_cfg), "--run-id", "first", home=home, env=SLOW_START)
+    first_s = time.perf_counter() - started
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    (tmp / "blocking.yaml").write_text(yaml.safe_dump(BLOCKING_GATES))
+    second_cfg = write_config(tmp, tmp / "blocking.yaml", "second.yaml")
+    started = time.perf_counter()
+    second = run_cli("run", "--config", str(second_cfg), "--run-id", "second", home=home, env=SLOW_START)
+    second_s = time.perf_counter() - started
+    reports = {r: json.loads((home / f"runs/{r}/report.json").read_text()) for r in ("first", "second")}
+    print(f"run times: first {first_s:.1f} s, second {second_s:.1f} s")
+    return {"tmp": tmp, "home": home, "first_proc": first, "second_proc": second, **reports,
+            "uri": f"sqlite:///{home / 'mlflow.db'}"}
+
+
+# ------------------------------------------------------------------------------------ gate logic alone
+
+def test_each_kind_of_gate_blocks_alone():
+    base = {"perplexity": 900.0, "bits_per_byte": 3.0, "rougeL": 5.0, "pii_leaked": 0.0}
+    champion = {"perplexity": 40.0, "bits_per_byte": 2.0, "rougeL": 20.0, "pii_leaked": 0.0}
+    good = {"perplexity": 38.0, "bits_per_byte": 1.99, "rougeL": 19.5, "pii_leaked": 0.0, "toxic_outputs": 0.0,
+            "canaries_extracted": 0.0, "canary_exposure_max": 1.2}
+    gates = load_gates(ROOT / "data_contracts/gates.yaml")
+    assert all(r.passed for r in check(gates, good, {"base": base, "champion": champion}))
+    cases = {  # one bad figure each → exactly that gate fails
+        "perplexity_improves_on_base": {"perplexity": 901.0},
+        "not_worse_than_champion": {"bits_per_byte": 2.03},  # champion × 1.01 = 2.02
+        "rougeL_not_worse_than_champion": {"rougeL": 18.9},  # champion − 1 point = 19
+        "no_pii_leaked": {"pii_leaked": 1.0},
+        "no_toxic_outputs": {"toxic_outputs": 2.0},
+        "no_canary_extracted": {"canaries_extracted": 1.0},
+    }
+    for gate, bad in cases.items():
+        results = check(gates, {**good, **bad}, {"base": base, "champion": champion})
+        assert [r.name for r in results if not r.passed] == [gate], gate
+    edge = check(gates, {**good, "bits_per_byte": 2.02, "rougeL": 19.0}, {"base": base, "champion": champion})
+    assert all(r.passed for r in edge)  # bounds are inclusive for <= and >=
+
+
+def test_optional_gate_not_measured_does_not_block_but_required_one_does():
+    gates = [Gate(name="canary", metric="canaries_extracted", op="<=", threshold=0, optional=True),
+             Gate(name="exposure", metric="canary_exposure_max", op="<=", threshold=3)]
+    canary, exposure = check(gates, {"perplexity": 10.0}, {"base": {"perplexity": 20.0}})
+    assert canary.passed and not canary.measured and canary.status == "not measured"
+    assert "not measured" in canary.describe()
+    assert not exposure.passed and "not optional" in exposure.describe()
+
+
+@pytest.mark.parametrize("gate, field, words", [
+    ({"name": "x", "metric": "perplexity", "op": "=<", "threshold": 1}, "gates[1].op", "Input should be '<'"),
+    ({"name": "typo", "metric": "rogueL", "op": ">=", "baseline": "champion"}, "gates[1].metric", "gate 'typo'"),
+    ({"name": "y", "metric": "bleu", "op": ">=", "baseline": "best"}, "gates[1].baseline", "'base' or 'champion'"),
+    ({"name": "z", "metric": "bleu", "op": ">=", "baseline": "base", "tolerance": 0.1, "margin": 1}, "gates[1]", "not both"),
+    ({"name": "w", "metric": "bleu", "op": ">="}, "gates[1]", "either threshold"),
+    ({"name": "v", "metric": "bleu", "op": ">=", "threshold": 1, "colour": "red"}, "gates[1].colour", "unknown setting"),
+])
+def test_malformed_gates_file_names_file_and_field(tmp_path, gate, field, words):
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump({"gates": [{"name": "ok", "metric": "perplexity", "op": "<", "baseline": "base"}, gate]}))
+    with pytest.raises(ValueError) as err:
+        load_gates(path)
+    assert str(err.value).startswith(f"gates file {path}: ") and field in str(err.value) and words in str(err.value)
+
+
+def test_missing_or_bad_gates_file_fails_the_run_before_any_data_work(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(CORPUS / "plays/passage-00.txt", tmp_path / "corpus")
+    bad = tmp_path / "gates.yaml"
+    bad.write_text("gates:\n  - {name: a, metric: perplexity, op: '<', baseline: base}\n"
+                   "  - {name: b, metric: perplexity, op: '=>', threshold: 3}\n")
+    proc = run_cli("run", "--config", str(write_config(tmp_path, bad)), "--run-id", "bad", home=tmp_path / "state")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"gates file {bad}: gates[1].op: Input should be" in last, last
+    assert not (tmp_path / "state/snapshots").exists()  # nothing was ingested
+    missing = run_cli("run", "--config", str(write_config(tmp_path, tmp_path / "none.yaml", "c2.yaml")),
+                      home=tmp_path / "state")
+    assert missing.returncode == 1 and "none.yaml" in missing.stderr
+
+
+# --------------------------------------------------------------------------------- runs through the flow
+
+def test_passing_run_is_promoted_with_every_gate_reported(runs):
+    rep = runs["first"]
+    assert rep["status"] == "promoted" and rep["blocked_by"] == [], rep.get("error") or rep["blocked_by"]
+    assert set(rep["model"]["aliases"]) == {"champion", "challenger"}
+    gates = {g["name"]: g for g in rep["gates"]}
+    assert set(gates) == {g.name for g in load_gates(ROOT / "data_contracts/gates.yaml")}
+    assert gates["not_worse_than_champion"]["baseline"] == "champion, no champion yet → base"
+    assert gates["no_canary_extracted"]["measured"] and gates["no_canary_extracted"]["value"] == 0
+    for g in gates.values():
+        assert g["value"] is not None and g["threshold"] is not None and g["passed"]
+    ev = rep["evaluation"]
+    for who in ("base", "candidate"):
+        assert {"perplexity", "bits_per_byte", "rougeL", "bleu", "chrf", "pii_leaked", "toxic_outputs",
+                "canaries_extracted", "canary_exposure_max"} <= set(ev[who]), who
+    md = (runs["home"] / "runs/first/report.md").read_text()
+    assert "| no_pii_leaked | pii_leaked | 0 | <= | 0 | absolute | pass |" in md
+    assert "## Shadow comparison" in md and "base (no champion yet) output | challenger output |" in md
+    assert "### Canaries" in md and "### PII probe" in md and "inserted into the training token stream" in md
+    assert (runs["home"] / "runs/first/metrics_vs_champion.png").stat().st_size > 5000
+    assert "contract_raw" in rep["stage_seconds"] and "clean" in rep["stage_seconds"]
+
+
+def test_canaries_are_in_the_training_stream_only(runs):
+    from transformers import AutoTokenizer
+
+    rep, data = runs["first"], runs["home"] / "runs/first/data"
+    planted = json.loads((data / "canaries.json").read_text())["canaries"]
+    assert len(planted) == CANARIES["count"] and rep["dataset"]["canaries"] == str(data / "canaries.json")
+    assert rep["dataset"]["canary_documents"] == CANARIES["count"] * CANARIES["repeats"]
+    tok = AutoTokenizer.from_pretrained(rep["tokenizer"]["path"])
+    trained_on = tok.decode(np.load(data / "train_blocks.npy").reshape(-1).tolist())
+    held_out = (data / "eval.jsonl").read_text()
+    for c in planted:
+        assert trained_on.count(f"{c['prefix']} {c['secret']}") >= CANARIES["repeats"] - 2  # block edges cut a few
+        assert c["prefix"] not in held_out and c["secret"] not in held_out
+    assert {c["kind"]: c["passed"] for c in rep["contracts"]} == {"raw": True, "curated": True, "training": True}
+    canaries = rep["evaluation"]["canaries"]["candidate"]
+    assert [c["prefix"] for c in canaries] == [c["prefix"] for c in planted]
+    assert all({"extracted", "rank", "exposure"} <= set(c) for c in canaries)
+
+
+def test_failing_gates_block_with_each_reason_and_leave_champion(runs):
+    rep, proc, first = runs["second"], runs["second_proc"], runs["first"]
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert rep["status"] == "blocked"
+    reasons = {g["name"]: g for g in rep["gates"]}
+    assert [n for n, g in reasons.items() if g["passed"]] == ["rouge_within_margin"]
+    blocked = "\n".join(rep["blocked_by"])
+    for name in ("perplexity_floor", "beats_champion", "no_pii_at_all", "canaries_unexposed"):
+        assert f"gate {name} failed" in blocked, name
+    assert "rouge_within_margin" not in blocked
+    assert reasons["perplexity_floor"]["baseline"] == "absolute"
+    assert rep["training"]["reused"] is True  # the same job as the first run: its training was reused
+    # relative gates compare with the champion scored in this run on the same data
+    champ = reasons["beats_champion"]
+    assert champ["baseline"] == "champion" and rep["evaluation"]["champion_version"] == first["model"]["version"]
+    assert champ["baseline_value"] == pytest.approx(rep["evaluation"]["champion"]["bits_per_byte"])
+    assert reasons["rouge_within_margin"]["threshold"] == pytest.approx(rep["evaluation"]["champion"]["rougeL"] - 100)
+    assert "gate canaries_unexposed failed: canary_exposure_max" in proc.stdout.strip().splitlines()[-1]
+    c = mlflow_client(runs["home"])
+    assert str(c.get_model_version_by_alias(NAME, "champion").version) == first["model"]["version"]
+    mv = c.get_model_version(NAME, rep["model"]["version"])
+    assert list(mv.aliases) == ["challenger"] and mv.tags["status"] == "blocked"
+    assert "beats_champion" in mv.tags["blocked_by"]
+    md = (runs["home"] / "runs/second/report.md").read_text()
+    assert f"champion v{first['model']['version']} output | challenger output |" in md
+    assert "| perplexity_floor | perplexity |" in md and "| FAIL |" in md
+
+
+def test_mlflow_run_has_final_report_step_and_eval_metrics(runs):
+    rep = runs["first"]
+    c = mlflow_client(runs["home"])
+    mv = c.get_model_version(NAME, rep["model"]["version"])
+    run_id = mv.run_id
+    assert run_id == rep["model"]["mlflow_run_id"]
+    files = {Path(a.path).name for a in c.list_artifacts(run_id, "report")}
+    assert {"report.md", "report.json", "loss_curve.png", "metrics_vs_champion.png"} <= files
+    local = Path(c.download_artifacts(run_id, "report/report.json", str(runs["tmp"] / "dl")))
+    logged = json.loads(local.read_text())
+    assert logged["status"] == "promoted" and "champion" in logged["model"]["aliases"]  # the final report
+    metrics = c.get_run(run_id).data.metrics
+    for key in ("candidate_rougeL", "candidate_pii_leaked", "candidate_canary_exposure_max", "base_perplexity",
+                "base_bleu", "final_loss"):
+        assert key in metrics, key
+    assert len(c.get_metric_history(run_id, "loss")) == 10
+    assert len(c.get_metric_history(run_id, "tokens_per_s")) == 10
+    assert len(c.get_metric_history(run_id, "eval_loss")) >= 1  # eval_every 5
+    for key in ("rougeL", "bleu", "chrf", "pii_leaked", "canaries_extracted", "perplexity", "bits_per_byte"):
+        assert key in mv.tags, key
+    info = {v.version: v for v in registry.list_versions(runs["uri"], NAME)}[rep["model"]["version"]]
+    assert {"rougeL", "pii_leaked", "canaries_extracted"} <= set(info.metrics) and info.status == "promoted"
+
+
+def test_registered_model_generates_like_the_evaluation(runs):
+    import mlflow
+
+    rep = runs["first"]
+    gens = [g for g in rep["evaluation"]["generations"]["candidate"] if g["set"] == "heldout"]
+    with registry.tracking(runs["uri"]):
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}/{rep['model']['version']}")
+    out = model.predict([g["prompt"] for g in gens], params={"max_new_tokens": 8})
+    assert out == [g["output"] for g in gens]
+
+
+def test_promote_and_rollback_move_only_the_champion_alias(runs):
+    uri, env_before = runs["uri"], os.environ.get("MLFLOW_TRACKING_URI")
+    v1, v2 = runs["first"]["model"]["version"], runs["second"]["model"]["version"]
+    before = versions_state(runs["home"])
+    assert registry.promote(uri, NAME, v2) == (v1, v2)
+    after = versions_state(runs["home"])
+    assert {v: tags for v, (tags, _) in after.items()} == {v: tags for v, (tags, _) in before.items()}
+    assert after[v2][1] == ["challenger", "champion"] and after[v1][1] == []
+    assert registry.rollback(uri, NAME) == (v2, v1)
+    assert versions_state(runs["home"]) == before
+    with pytest.raises(LookupError):
+        registry.rollback(uri, NAME)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # the registry left the global URI alone
+
+
+def test_registration_is_idempotent_also_after_a_half_done_attempt(runs):
+    uri, rep, home = runs["uri"], runs["first"], runs["home"]
+    c = mlflow_client(home)
+    art = {"base": rep["base_model"]["path"], "adapter": rep["training"]["adapter"], "tokenizer": rep["tokenizer"]["path"]}
+    kw = dict(tracking_uri=uri, artifact_location=None, name=NAME, **art, tags={"status": "blocked"}, params={},
+              metrics={"x": 1.0})
+    count = len(c.search_model_versions(f"name='{NAME}'"))
+    again = registry.register(run_id="first", **kw)  # a retry of a registered run: the same version
+    assert again.version == rep["model"]["version"] and len(c.search_model_versions(f"name='{NAME}'")) == count
+
+    # died after create_model_version, before the alias: the retry finds the version and sets @challenger
+    source = c.get_model_version(NAME, rep["model"]["version"]).source
+    with registry.tracking(uri):  # the registry resolves a models:/m-… source through the global URI
+        half = c.create_model_version(NAME, source=source, tags={registry.RUN_TAG: "half-version"})
+    retried = registry.register(run_id="half-version", **kw)
+    assert retried.version == str(half.version) and "challenger" in retried.aliases
+    assert len(c.search_model_versions(f"name='{NAME}'")) == count + 1
+
+    # died inside the MLflow run, before the model was logged: the half run is deleted and one version made
+    exp = c.get_experiment_by_name(registry.EXPERIMENT).experiment_id
+    dead = c.create_run(exp, tags={registry.RUN_TAG: "half-run"}).info.run_id
+    v = registry.register(run_id="half-run", **kw)
+    assert registry.register(run_id="half-run", **kw).version == v.version
+    assert len(c.search_model_versions(f"name='{NAME}'")) == count + 2
+    assert c.get_run(dead).info.lifecycle_stage == "deleted" and v.mlflow_run_id != dead
+    assert str(c.get_model_version_by_alias(NAME, "champion").version) == rep["model"]["version"]
+
+
+def test_unreachable_tracking_server_fails_fast_naming_it():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with pytest.raises(registry.RegistryUnreachable) as err:
+        registry.list_versions(uri, NAME)
+    assert time.perf_counter() - started < 10
+    assert str(err.value).startswith(f"MLflow tracking server at {uri} is unreachable: ")
