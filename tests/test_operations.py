@@ -346,7 +346,7 @@ def test_drifted_drop_starts_retrain_on_the_new_data(served):
         assert [str(p) for p in PipelineConfig.model_validate(config).data.paths] == [str(drop)]
     finally:
         cancel(api, run)
-    wait_for(lambda: _final(api, run), 60, "the cancelled retrain to stop", served["proc"], served["log"])
+    wait_for(lambda: _final(api, run), 180, "the cancelled retrain to stop", served["proc"], served["log"])
 
 
 def _final(api: str, run) -> bool:
