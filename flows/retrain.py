@@ -74,6 +74,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         # the gates file is read first: a missing or malformed one fails the run before any data work
         gates = gates_mod.load_gates(config.gates.file)
         rep["gates_file"] = str(config.gates.file)
+        with state.lock("registry"):  # a new SQLite store is created once, not by two runs at the same time
+            registry.ensure_store(tracking_uri)
         store = str(state.snapshots)
         raw = ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store)
         clock.lap("ingest")

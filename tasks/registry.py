@@ -146,6 +146,16 @@ def client(tracking_uri: str):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def ensure_store(tracking_uri: str) -> None:
+    """Create (or migrate) the tracking and registry store now. Call it under the state's registry lock:
+    two processes opening a new SQLite store at the same moment both run its schema migrations, and the
+    second fails ("Online migration expected to match one row ... in 'alembic_version'")."""
+    c = client(tracking_uri)
+    with bounded_http():
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
+
+
 def find_version(c, name: str, run_id: str):
     """The version already registered for ``run_id``, if any (a retried task must not add another)."""
     for v in _versions(c, name):
