@@ -149,7 +149,10 @@ def client(tracking_uri: str):
 def ensure_store(tracking_uri: str) -> None:
     """Create (or migrate) the tracking and registry store now. Call it under the state's registry lock:
     two processes opening a new SQLite store at the same moment both run its schema migrations, and the
-    second fails ("Online migration expected to match one row ... in 'alembic_version'")."""
+    second fails ("Online migration expected to match one row ... in 'alembic_version'"). A tracking server
+    migrates its own database when it starts: nothing to do (and it need not be up yet)."""
+    if not tracking_uri.startswith("sqlite:"):
+        return
     c = client(tracking_uri)
     with bounded_http():
         c.search_experiments(max_results=1)
