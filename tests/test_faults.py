@@ -43,7 +43,7 @@ def tiny_config(tmp: Path, data: list[Path], name: str = "config.yaml", **sectio
     config["gates"]["file"] = str(tmp / "gates.yaml")
     config["model"]["tiny"] = {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 172, "seed": 0}
     config["tokenizer"]["vocab_size"] = 1024
-    config["train"].update(max_steps=10, warmup_steps=2, checkpoint_every=5)
+    config["train"].update(max_steps=10, warmup_steps=2, checkpoint_every=5, reuse=True)
     config["dask"] = {"scheduler": "sync"}  # demo-sized data: in-process (the cluster path is tested above)
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)

@@ -47,7 +47,7 @@ def small_config(tmp: Path, gates: Path) -> dict:
         "model": {"tiny": {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 128, "seed": 0}},
         "train": {"max_steps": 10, "micro_batch_size": 4, "seq_len": 64, "learning_rate": 0.003, "warmup_steps": 2,
                   "modules_to_save": ["embed_tokens", "lm_head"], "checkpoint_every": 10, "zero_stage": 2,
-                  "eval_every": 5},
+                  "eval_every": 5, "reuse": True},
         "canaries": CANARIES,
         "evaluate": {"seq_len": 64, "max_docs": 4, "heldout_prompts": 4, "prompt_words": 12, "reference_words": 8,
                      "generation": {"max_new_tokens": 8}},

@@ -37,7 +37,7 @@ def prepared(tmp_path_factory):
 def job(prepared, name: str, **overrides) -> TrainJob:
     root, tok, base, data = prepared
     settings = TrainSettings(**{**dict(max_steps=STEPS, micro_batch_size=4, seq_len=64, checkpoint_every=STEPS,
-                                       learning_rate=3e-3, warmup_steps=1), **overrides})
+                                       learning_rate=3e-3, warmup_steps=1, reuse=True), **overrides})
     return TrainJob(settings=settings, base_model=base.path, tokenizer=tok.path, train_blocks=data.train_blocks,
                     eval_texts=data.eval_texts, out_dir=str(root / name))
 

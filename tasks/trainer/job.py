@@ -57,7 +57,8 @@ class TrainSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_process: int | None = Field(None, ge=1, description="torch threads; default cores / processes")
     retries: int = Field(1, ge=0, description="Prefect retries of the training task; each resumes")
-    reuse: bool = Field(True, description="reuse an identical finished training (same base, data and settings)")
+    reuse: bool = Field(False, description="copy an identical finished training (same base, data and settings) "
+                        "from the state folder's train-cache instead of training again")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSettings":
