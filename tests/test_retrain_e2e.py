@@ -181,3 +181,25 @@ def test_generate_command_uses_the_champion(demo):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
     assert run_cli("generate", "x", "--model", "99", home=home).returncode == 1
+
+
+def test_merge_command_writes_a_plain_model_with_the_champions_logits(demo, tmp_path):
+    """`tunegate merge` folds the champion's LoRA adapter into its base: a transformers folder, no PEFT."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks import registry
+    from tasks.evaluate import load_model
+
+    home, _, _ = demo
+    proc = run_cli("merge", str(tmp_path / "merged"), "--model", "champion", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "merged tunegate-demo v" in proc.stdout
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    parts = registry.champion_artifacts(f"sqlite:///{home / 'mlflow.db'}", "tunegate-demo", tmp_path / "champion")
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()(input_ids=ids).logits
+        unmerged = load_model(parts["base"], parts["adapter"])(input_ids=ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-4)
+    assert run_cli("merge", str(tmp_path / "none"), "--model", "99", home=home).returncode == 1
