@@ -10,13 +10,13 @@ whatever its name or location.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from tasks import snapshot
+from tasks.trainer import checkpoints
 
 CODE_VERSION = "gguf-1"
 SOURCE_FILE = "gguf_source.json"  # provenance, written beside the converted weights
@@ -29,11 +29,7 @@ def file_sha256(path: Path) -> str:
 
 @lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return checkpoints.sha256_file(Path(path))
 
 
 def folder_for(gguf: Path, store: Path) -> Path:

@@ -20,7 +20,8 @@ def tag(step: int) -> str:
     return f"{PREFIX}{step:06d}"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -29,7 +30,7 @@ def _sha256(path: Path) -> str:
 
 
 def mark_complete(folder: Path, step: int) -> None:
-    files = {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
     tmp = folder / f".{MARKER}.tmp"
     tmp.write_text(json.dumps({"step": step, "files": files}, indent=1))
     tmp.rename(folder / MARKER)
@@ -48,7 +49,7 @@ def problem(folder: Path) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"missing file {name}"
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             return f"file {name} does not match its hash"
     return None
 

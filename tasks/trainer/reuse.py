@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tasks.trainer import ds_config
+from tasks.trainer import checkpoints, ds_config
 from tasks.trainer.job import TrainJob
 
 CODE_VERSION = "trainer-2"
@@ -22,18 +22,10 @@ _NOT_IN_KEY = {"retries", "threads_per_process", "reuse"}
 OUTPUTS = ("adapter", "metrics.jsonl", "summary.json")
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _folder_hash(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(folder)).encode() + b"\x00" + _file_hash(f).encode())
+        h.update(str(f.relative_to(folder)).encode() + b"\x00" + checkpoints.sha256_file(f).encode())
     return h.hexdigest()
 
 
@@ -47,9 +39,9 @@ def key(job: TrainJob) -> str:
     parts = {
         "code": CODE_VERSION,
         "base_model": weights_fingerprint(Path(job.base_model)) if Path(job.base_model).is_dir() else job.base_model,
-        "train_blocks": _file_hash(Path(job.train_blocks)),
+        "train_blocks": checkpoints.sha256_file(Path(job.train_blocks)),
         "tokenizer": _folder_hash(Path(job.tokenizer)),
-        "eval_texts": _file_hash(Path(job.eval_texts)) if (s.eval_every and job.eval_texts) else None,
+        "eval_texts": checkpoints.sha256_file(Path(job.eval_texts)) if (s.eval_every and job.eval_texts) else None,
         "deepspeed_config": ds_config.file_digest(s),
         "settings": settings,
     }
