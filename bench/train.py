@@ -38,12 +38,20 @@ CORPUS = ROOT / "examples" / "corpus"
 
 
 def corpus_texts() -> list[str]:
-    files = sorted((CORPUS / "plays").glob("*.txt")) + sorted((CORPUS / "notes").glob("*.md"))
-    return [p.read_text(errors="ignore") for p in files]
+    """The sample company's text (~140k characters): its manuals and policies, the support tickets, and the
+    instruction records rendered as the snapshot holds them."""
+    from tasks.instructions import to_text
+
+    def records(name: str) -> list[dict]:
+        return [json.loads(line) for line in (CORPUS / "records" / name).read_text().splitlines() if line.strip()]
+
+    files = sorted((CORPUS / "manuals").glob("*.md")) + sorted((CORPUS / "policies").glob("*.txt"))
+    return ([p.read_text(errors="ignore") for p in files] + [r["text"] for r in records("tickets.jsonl")]
+            + [to_text(r["instruction"], r["output"], r["input"]) for r in records("assistant.jsonl")])
 
 
 def tiny_model(work: Path) -> Path:
-    """The demo's tiny model (configs/demo.yaml: hidden 256, 4 layers, BPE vocab 2048) built as tunegate builds it."""
+    """The tiny model of configs/tiny.yaml (hidden 256, 4 layers, BPE vocab 2048) built as tunegate builds it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

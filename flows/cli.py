@@ -18,6 +18,7 @@ from tasks.state import StatePaths
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Retrain language models behind data contracts and evaluation gates.")
 EXIT_BLOCKED, EXIT_ERROR = 3, 1
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # what infra/fetch_smollm2.py fetches
 
 
 def _prefect_home(state: StatePaths) -> None:
@@ -69,7 +70,10 @@ def run(
     for p in cfg.data.paths:
         if not Path(p).exists():
             fail(f"data.paths: no such file or folder: {p}")
+    _check_base_model(cfg)
     files = [(f"contract.{kind}", p) for kind, p in cfg.contract.suites().items()] + [("gates.file", cfg.gates.file)]
+    if cfg.evaluate.extraction.secrets_file is not None:
+        files.append(("evaluate.extraction.secrets_file", cfg.evaluate.extraction.secrets_file))
     for label, p in files:
         if not Path(p).is_file():
             fail(f"{label}: file not found: {p}")
@@ -92,6 +96,54 @@ def run(
         raise typer.Exit(EXIT_BLOCKED)
     else:
         fail(f"run {rep['run_id']} failed: {rep.get('error')} (report: {where})")
+
+
+def _check_base_model(cfg) -> None:
+    """A base model that is a local path must be there before anything starts."""
+    from tasks.model import looks_like_path
+
+    spec = cfg.model.base_model
+    if spec and looks_like_path(spec) and not Path(spec).exists():
+        hint = (": run `make install` (it fetches SmolLM2-135M-Instruct) or `python infra/fetch_smollm2.py`"
+                if Path(spec).name == SMOLLM2_GGUF else "")
+        fail(f"model.base_model: no such file or folder: {spec}{hint}")
+
+
+@app.command()
+def prepare(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline config YAML")] = None,
+) -> None:
+    """Make the state folder ready for a first run: the config's base model (a .gguf is dequantized once), the
+    Prefect database and the MLflow store created. A run does each itself when it is missing; this moves the
+    one-off work out of the first run (`make install` calls it)."""
+    import subprocess
+
+    from tasks import registry
+    from tasks.model import BaseModelError, resolve_base
+
+    cfg = _config(config)
+    state = StatePaths.from_env()
+    if cfg.model.base_model:
+        _check_base_model(cfg)
+        try:
+            base = resolve_base(cfg.model.base_model, state.models)
+        except BaseModelError as exc:
+            fail(str(exc))
+        typer.echo(f"base model {base.description}: {base.folder}")
+    else:
+        typer.echo("model.base_model is not set: the tiny model is built from its settings when a run starts")
+    _prefect_home(state)
+    if not os.environ.get("PREFECT_API_URL"):  # the ephemeral API's database, migrated once
+        proc = subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                              capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            fail(f"could not create the Prefect database in {os.environ['PREFECT_HOME']}: "
+                 f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        typer.echo(f"Prefect database: {os.environ['PREFECT_HOME']}")
+    uri = cfg.registry.tracking_uri or state.mlflow_uri()
+    with state.lock("registry"):
+        registry.ensure_store(uri)
+    typer.echo(f"MLflow store: {uri}")
 
 
 def _stage_store() -> Path:

@@ -29,7 +29,8 @@ from tasks.clean import clean_task
 from tasks.contracts import contract_task
 from tasks.dataset import dataset_task, split_sets
 from tasks.dedup import dedup_task
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import compare, evaluate_task
+from tasks.executor import close_clients
 from tasks.ingest import ingest_task
 from tasks.model import base_model_task
 from tasks.pii import scrub_task
@@ -93,6 +94,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
         rep["counts"] = stage_counts(snaps)
         check_contract(rep, curated, config.contract.curated, "curated")
+        close_clients()  # the data stages are done: local Dask workers give their memory and cores to training
         clock.lap("contract")
 
         tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers),
@@ -102,13 +104,13 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         rep["tokenizer"], rep["base_model"] = tok.model_dump(), base.model_dump()
         # canaries (when on) join the training token stream here, after the contracts' snapshots
         data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"),
-                            config.canaries)
+                            config.canaries, config.train.completion_only)
         rep["dataset"] = data.model_dump()
         check_contract(rep, curated, config.contract.training, "training", split_sets(data))
         clock.lap("split")
 
-        job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path,
-                       train_blocks=data.train_blocks, eval_texts=data.eval_texts, out_dir=str(run_dir / "train"))
+        job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path, train_blocks=data.train_blocks,
+                       loss_mask=data.loss_mask, eval_texts=data.eval_texts, out_dir=str(run_dir / "train"))
         # an identical finished training (same base, data and settings; train.reuse) is copied, not redone
         trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions),
                                                                         cache_dir=str(state.home / "train-cache"))
@@ -117,21 +119,25 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         step_metrics = read_metrics(Path(trained.metrics))
         rep["loss_curve"] = str(report.loss_curve(step_metrics, run_dir / "loss_curve.png"))
 
-        models = {"base": {"base": base.path, "tokenizer": tok.path},
-                  "candidate": {"base": base.path, "adapter": trained.adapter, "tokenizer": tok.path}}
+        # one base in memory for all three: the adapters are switched on it (bases told apart by fingerprint)
+        models = {"base": {"base": base.path, "tokenizer": tok.path, "base_fingerprint": base.fingerprint},
+                  "candidate": {"base": base.path, "adapter": trained.adapter, "tokenizer": tok.path,
+                                "base_fingerprint": base.fingerprint}}
         champion = registry.champion_artifacts(tracking_uri, config.registry.model_name, run_dir / "champion")
         if champion:
             models["champion"] = champion
-        evals = evaluate_task(models, data.eval_texts, config.evaluate, canaries=data.canaries)
+        evals = evaluate_task(models, data.eval_texts, config.evaluate, canaries=data.canaries, pii=config.pii,
+                              raw_snapshot=raw.path, cache_dir=str(state.home / "eval-cache"))
         scores = {who: dict(e.metrics) for who, e in evals.items()}
-        rep["evaluation"] = evaluation_record(evals, champion["version"] if champion else None)
+        deltas = compare(evals, config.evaluate)
+        rep["evaluation"] = evaluation_record(evals, champion["version"] if champion else None, deltas)
         chart = report.metrics_chart(rep["evaluation"], run_dir / "metrics_vs_champion.png")
         rep["evaluation"]["chart"] = str(chart) if chart else None
         clock.lap("evaluate")
 
         gate_results = gates_mod.check(gates, scores["candidate"], {k: v for k, v in scores.items() if k != "candidate"},
-                                       source=config.gates.file)
-        rep["gates"] = [{**g.model_dump(), "status": g.status} for g in gate_results]
+                                       source=config.gates.file, deltas=deltas)
+        rep["gates"] = [{**g.model_dump(mode="json"), "status": g.status} for g in gate_results]
         rep["blocked_by"] += [g.describe() for g in gate_results if not g.passed]
         # one registration at a time per state folder: two runs finishing together must not both compare
         # against a champion that one of them is about to replace (a file lock; on a Prefect server the
@@ -178,11 +184,17 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
     return rep
 
 
-def evaluation_record(evals: dict[str, Any], champion_version: str | None) -> dict[str, Any]:
+def evaluation_record(evals: dict[str, Any], champion_version: str | None, deltas: dict) -> dict[str, Any]:
     """rep["evaluation"]: each model's metrics under its name (base, candidate, champion), then the details."""
     record: dict[str, Any] = {who: dict(e.metrics) for who, e in evals.items()}
     record["champion_version"] = champion_version
+    record["scored_sets"] = next(iter(evals.values())).scored_sets if evals else []
+    record["reused"] = [who for who, e in evals.items() if e.reused]  # read from the evaluation cache
+    record["seconds"] = {who: e.seconds for who, e in evals.items()}
+    record["deltas"] = {who: {m: d.model_dump() for m, d in ds.items() if d is not None} for who, ds in deltas.items()}
     record["pii_leaks"] = {who: dict(e.pii_leaks) for who, e in evals.items()}
+    record["extraction"] = {who: {"by_type": e.extraction_by_type, "secrets": e.extraction} for who, e in evals.items()
+                            if e.extraction}
     record["canaries"] = {who: list(e.canaries) for who, e in evals.items()}
     record["generations"] = {who: [g.model_dump() for g in e.generations] for who, e in evals.items()}
     return record
@@ -212,6 +224,7 @@ def stage_counts(snaps: dict) -> dict[str, Any]:
                             {"dropped_empty", "dropped_too_short", "dropped_too_long"}},
         "exact_duplicates": m["dedup"].get("exact_duplicates"),
         "near_duplicates": m["dedup"].get("near_duplicates"),
+        "instruction_records": m["clean"].get("instructions"),
         "curated_documents": snaps["pii"].rows,
         "pii_entities": m["pii"].get("pii_entities", {}),
     }

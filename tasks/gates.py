@@ -5,8 +5,13 @@ A gate compares one metric of the candidate model with a bound:
 - absolute: ``threshold: 0`` — e.g. ``pii_leaked <= 0``;
 - relative: ``baseline: base`` or ``baseline: champion`` — the bound is that model's value of the same
   metric, scored in the same run on the same data, loosened by a relative ``tolerance`` (a fraction of the
-  baseline value) or an absolute ``margin`` (in metric points: rougeL ``>=`` champion − 1). With no champion
-  yet, a champion gate compares with the base model.
+  baseline value) or an absolute ``margin`` (in metric points: rougeL ``>=`` champion − 1), or tightened by
+  ``min_gain`` (the candidate must beat the baseline by that many points: rougeL ``>`` base + 5). With no
+  champion yet, a champion gate compares with the base model.
+
+For the task metrics scored answer by answer (ROUGE, chrF, exact match) a relative gate also reports the
+paired bootstrap interval of candidate − baseline (tasks/bootstrap.py); with ``significant: true`` it passes
+only when the whole interval clears the bound, not just the mean.
 
 A gate on a metric that is measured only sometimes (canary metrics: canaries are off by default) is
 declared ``optional: true``: when the metric is absent it is reported as "not measured" and does not block.
@@ -20,7 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tasks.evaluate import CANARY_KEYS, METRIC_KEYS
+from tasks.bootstrap import Delta
+from tasks.evaluate import CANARY_KEYS, EXTRACTION_KEYS, METRIC_KEYS
 from tasks.yaml_model import load_yaml_model
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -28,7 +34,7 @@ NO_CHAMPION = "champion, no champion yet → base"
 
 # The metrics tasks/evaluate.py reports (canary ones only when canaries are on); a gate on another name
 # is a typo and fails when the gates file is loaded.
-KNOWN_METRICS = (*METRIC_KEYS, *CANARY_KEYS)
+KNOWN_METRICS = (*METRIC_KEYS, *CANARY_KEYS, *EXTRACTION_KEYS)
 
 
 class GateSettings(BaseModel):
@@ -51,6 +57,10 @@ class Gate(BaseModel):
     baseline: Literal["base", "champion"] | None = Field(None, description="relative bound: this model's value")
     tolerance: float | None = Field(None, ge=0.0, description="relative slack: a fraction of the baseline value")
     margin: float | None = Field(None, ge=0.0, description="absolute slack in metric points")
+    min_gain: float | None = Field(None, ge=0.0, description="the candidate must beat the baseline by this many "
+                                   "metric points")
+    significant: bool = Field(False, description="with a bootstrap interval: the whole interval of candidate − "
+                              "baseline must clear the bound, not only its mean")
     optional: bool = Field(False, description="not measured ⇒ reported, not blocking")
 
     @field_validator("metric")
@@ -65,13 +75,20 @@ class Gate(BaseModel):
     def _one_bound(self) -> "Gate":
         if (self.threshold is None) == (self.baseline is None):
             raise ValueError("give either threshold (absolute) or baseline (base or champion), not both or neither")
-        if self.threshold is not None and (self.tolerance is not None or self.margin is not None):
-            raise ValueError("tolerance and margin apply to a baseline, not to an absolute threshold")
-        if self.tolerance is not None and self.margin is not None:
-            raise ValueError("give tolerance (a fraction) or margin (metric points), not both")
+        relative = [k for k in ("tolerance", "margin", "min_gain") if getattr(self, k) is not None]
+        if self.threshold is not None and (relative or self.significant):
+            raise ValueError(f"{', '.join(relative) or 'significant'} applies to a baseline, not to an absolute "
+                             "threshold")
+        if len(relative) > 1:
+            raise ValueError(f"give one of tolerance (a fraction), margin (points of slack) or min_gain (points to "
+                             f"gain), not {' and '.join(relative)}")
         return self
 
     def slack(self, value: float) -> float:
+        """How far the bound may sit beyond the baseline value, in the direction that loosens the gate
+        (negative: it tightens it, for min_gain)."""
+        if self.min_gain is not None:
+            return -self.min_gain
         if self.margin is not None:
             return self.margin
         return abs(value) * (self.tolerance or 0.0)
@@ -103,6 +120,8 @@ class GateResult(BaseModel):
     passed: bool
     measured: bool = True
     optional: bool = False
+    delta: Delta | None = None  # candidate − baseline, per answer, with its bootstrap interval
+    significant: bool = False
 
     @property
     def status(self) -> str:
@@ -116,8 +135,9 @@ class GateResult(BaseModel):
             return f"gate {self.name}: {self.metric} not measured ({why})"
         verdict = "passed" if self.passed else "failed"
         base = self.baseline if self.baseline_value is None else f"{self.baseline} {self.baseline_value:.4g}"
+        interval = f"; difference {self.delta.describe()}" if self.delta is not None else ""
         return (f"gate {self.name} {verdict}: {self.metric} {self.value:.4g} {self.op} {self.threshold:.4g} "
-                f"({base})")
+                f"({base}{interval})")
 
 
 def load_gates(path: str | Path) -> list[Gate]:
@@ -139,9 +159,20 @@ def threshold(gate: Gate, baselines: dict[str, dict[str, float]]) -> tuple[float
     return bound, label, float(value)
 
 
+def _passes(gate: Gate, value: float, bound: float, delta: Delta | None, base_value: float | None) -> bool:
+    if not OPS[gate.op](value, bound):
+        return False
+    if not (gate.significant and delta is not None and base_value is not None):
+        return True
+    # the whole interval of (candidate − baseline) must clear (bound − baseline)
+    edge = delta.low if gate.op in (">", ">=") else delta.high
+    return bool(OPS[gate.op](base_value + edge, bound))
+
+
 def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, dict[str, float]],
-          source: str | Path = "gates file") -> list[GateResult]:
-    """Each gate's value, threshold and verdict; ``baselines`` maps 'base'/'champion' to their metrics."""
+          source: str | Path = "gates file", deltas: dict[str, dict[str, Delta]] | None = None) -> list[GateResult]:
+    """Each gate's value, threshold and verdict; ``baselines`` maps 'base'/'champion' to their metrics;
+    ``deltas`` (tasks.evaluate.compare) the bootstrap intervals of candidate − baseline per metric."""
     results = []
     for gate in gates:
         if gate.metric not in KNOWN_METRICS and gate.metric not in candidate:
@@ -154,7 +185,10 @@ def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, d
                                       baseline=label, baseline_value=base_value, passed=gate.optional,
                                       measured=False, optional=gate.optional))
             continue
+        compared = "base" if label == NO_CHAMPION else label
+        delta = (deltas or {}).get(compared, {}).get(gate.metric) if gate.threshold is None else None
         results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=float(value), threshold=bound,
-                                  baseline=label, baseline_value=base_value, passed=bool(OPS[gate.op](value, bound)),
-                                  optional=gate.optional))
+                                  baseline=label, baseline_value=base_value,
+                                  passed=_passes(gate, float(value), bound, delta, base_value),
+                                  optional=gate.optional, delta=delta, significant=gate.significant))
     return results

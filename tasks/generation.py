@@ -4,8 +4,9 @@
 left out, special tokens dropped). Every prompt starts after the EOS token, as documents do in training
 (tasks/dataset.py joins them with EOS) and in scoring (tasks/evaluate.py), so an empty prompt works too.
 
-Batches are left-padded, so each row's last prompt token sits next to its first generated one; a prompt
-longer than the model's context (less the tokens to generate) keeps its end. With temperature 0 decoding is
+Prompts are batched by length (answers come back in the given order) and batches are left-padded, so each
+row's last prompt token sits next to its first generated one; a prompt longer than the model's context (less
+the tokens to generate) keeps its end. With temperature 0 decoding is
 greedy; above 0 it samples with that temperature and nucleus top_p, from torch's generator seeded with
 ``seed`` plus the batch number inside a forked RNG state, so the same prompts and settings always give the
 same texts and the caller's random state is left as it was.
@@ -79,16 +80,19 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
         temperature=settings.temperature if sample else None, top_p=settings.top_p if sample else None,
         top_k=None, num_beams=1,
     )
+    # prompts of similar length share a batch (less padding); answers come back in the callers' order
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    ordered = [encoded[i] for i in order]
     outputs: list[str] = []
     if prompt_learning(model):
         with torch.no_grad():
-            for number, start in enumerate(range(0, len(encoded), batch_size)):
-                new = _decode_stepwise(model, encoded[start : start + batch_size], settings, pad, eos, number)
+            for number, start in enumerate(range(0, len(ordered), batch_size)):
+                new = _decode_stepwise(model, ordered[start : start + batch_size], settings, pad, eos, number)
                 outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-        return outputs
+        return _unsort(outputs, order)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        for number, start in enumerate(range(0, len(encoded), batch_size)):
-            chunk = encoded[start : start + batch_size]
+        for number, start in enumerate(range(0, len(ordered), batch_size)):
+            chunk = ordered[start : start + batch_size]
             width = max(len(ids) for ids in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -98,7 +102,14 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             torch.manual_seed(settings.seed + number)
             out = model.generate(input_ids=ids, attention_mask=mask, **options)
             outputs.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
-    return outputs
+    return _unsort(outputs, order)
+
+
+def _unsort(outputs: list[str], order: list[int]) -> list[str]:
+    result = [""] * len(outputs)
+    for position, index in enumerate(order):
+        result[index] = outputs[position]
+    return result
 
 
 def _next_tokens(logits, settings: GenerationSettings, generator):

@@ -69,7 +69,7 @@ __all__ = [
     "HUB_PREFIX", "HubDatasetUnavailable", "resolve_hub_revision", "read_hub_dataset",
 ]
 
-CODE_VERSION = "ingest-2"
+CODE_VERSION = "ingest-3"
 
 
 class IngestSettings(BaseModel):
@@ -239,6 +239,24 @@ def _ingest_batch(items: list[tuple[str, str, str]], settings: IngestSettings,
     return docs, bad
 
 
+# Below this much input a local run ingests in its own process: each Dask worker process would first import
+# unstructured, spaCy and (for PDFs) torch, about ten seconds per worker on two cores, more than a small input
+# takes to read. A configured cluster (dask.address / TUNEGATE_DASK_ADDRESS) always gets the batches.
+IN_PROCESS_FILES, IN_PROCESS_BYTES = 100, 32 * 2**20
+
+
+def _small_local(items: list[tuple[str, str, str]], dask_settings) -> bool:
+    if dask_settings.cluster_address() is not None or len(items) > IN_PROCESS_FILES:
+        return False
+    size = 0
+    for path, _, _ in items:
+        try:
+            size += os.path.getsize(path)
+        except OSError:  # a hub dataset, or a file that went away (quarantined later with its reason)
+            continue
+    return size <= IN_PROCESS_BYTES
+
+
 def ingest_to_snapshot(paths: list[str | Path], settings: IngestSettings, dask_settings, store: Path):
     """Ingest everything under ``paths`` (and ``settings.hub_datasets``) into a documents snapshot.
 
@@ -253,8 +271,11 @@ def ingest_to_snapshot(paths: list[str | Path], settings: IngestSettings, dask_s
     items = [(str(p), s, str(r)) for p, s, r in discover(paths, settings)] + _hub_items(settings)
     if not items:
         raise FileNotFoundError(f"no input files under {', '.join(map(str, paths)) or '(no data paths)'}")
-    batch = max(1, min(64, len(items) // max(1, dask_settings.workers * 4) or 1))
-    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+    if _small_local(items, dask_settings):
+        batches = [items]  # one batch, in this process: no worker processes to start and import into
+    else:
+        batch = max(1, min(64, len(items) // max(1, dask_settings.workers * 4) or 1))
+        batches = [items[i : i + batch] for i in range(0, len(items), batch)]
 
     def produce(stats: dict, extra: dict):
         quarantined: list[dict] = []

@@ -12,6 +12,9 @@ OFFLINE_ENVIRONMENT = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "SCARF_NO_ANALYTICS": "true",
     "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    # not a network setting, but one Prefect reads once, at import: the ephemeral API's first start on a new
+    # state folder (database migrations) can take longer than Prefect's 20 s on a busy 2-core machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
 
 

@@ -401,7 +401,12 @@ def model_artifacts(tracking_uri: str, name: str, ref: str, dest: Path) -> dict[
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
                                                          tracking_uri=tracking_uri, registry_uri=tracking_uri))
     artifacts = Model.load(str(local / "MLmodel")).flavors["python_function"]["artifacts"]
-    return {"version": version, **{key: str(local / a["path"]) for key, a in artifacts.items()}}
+    out = {"version": version, **{key: str(local / a["path"]) for key, a in artifacts.items()}}
+    with bounded_http():
+        fingerprint = (c.get_model_version(name, version).tags or {}).get("base_model_fingerprint")
+    if fingerprint:  # lets the evaluation put the champion's adapter on the base it already holds
+        out["base_fingerprint"] = fingerprint
+    return out
 
 
 def champion_artifacts(tracking_uri: str, name: str, dest: Path) -> dict[str, str] | None:

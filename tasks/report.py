@@ -1,10 +1,10 @@
 """The run report: report.json for machines, report.md (with PNG charts) for the reviewer.
 
-Sections: verdict and what blocked it, data counts, snapshots, contracts, training (loss curve with the
-held-out loss where the trainer measured it), evaluation (every metric for base, candidate and champion,
-and a bar chart of them), gates (value, op, threshold, baseline, result), the PII probe's leaks by type,
-canaries (prefix, extracted, rank, exposure), and the shadow comparison: the champion's and the
-challenger's outputs for the same prompts, side by side.
+Sections: verdict and what blocked it, gates (value, op, threshold, baseline, the bootstrap interval of the
+difference, result) and which gate decided, data counts, snapshots, contracts, training (loss curve with the
+held-out loss where the trainer measured it), then the evaluation (tasks/report_evaluation.py): every
+metric for base, candidate and champion with a chart, the differences with their intervals, the answers side
+by side, PII probe, extraction probe and canaries.
 """
 
 from __future__ import annotations
@@ -13,19 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-MODELS = ("base", "candidate", "champion")
-# metric families: one chart panel each; log scale where values span orders of magnitude
-FAMILIES: list[tuple[str, tuple[str, ...], bool]] = [
-    ("perplexity (lower is better)", ("perplexity",), True),
-    ("bits per byte (lower is better)", ("bits_per_byte",), False),
-    ("text overlap, 0-100 (higher is better)", ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match"), False),
-    ("leaks and toxicity, counts (lower is better)", ("pii_leaked", "toxic_outputs", "canaries_extracted"), False),
-    ("canary exposure, bits (lower is better)", ("canary_exposure_max",), False),
-]
-METRIC_ORDER = [m for _, ms, _ in FAMILIES for m in ms] + ["canary_rank_min"]
-SHADOW_ROWS = 20
-CELL_CHARS = 240
-
+from tasks.report_evaluation import FAMILIES, decision_section, evaluation_section, models_of
+from tasks.report_format import fmt as _fmt
+from tasks.report_format import table as _table
 
 def _plt():
     import matplotlib
@@ -58,19 +48,9 @@ def loss_curve(metrics: list[dict], out: Path) -> Path | None:
     return out
 
 
-def _models(evaluation: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """(label, metrics) for base, candidate and champion, those present."""
-    out = []
-    for who in MODELS:
-        if isinstance(evaluation.get(who), dict):
-            label = f"champion v{evaluation.get('champion_version')}" if who == "champion" else who
-            out.append((label, evaluation[who]))
-    return out
-
-
 def metrics_chart(evaluation: dict[str, Any], out: Path) -> Path | None:
     """metrics_vs_champion.png: candidate vs champion vs base, one panel per metric family measured."""
-    models = _models(evaluation)
+    models = models_of(evaluation)
     panels = [(title, [m for m in ms if any(m in s for _, s in models)], log) for title, ms, log in FAMILIES]
     panels = [p for p in panels if p[1]]
     if not models or not panels:
@@ -95,28 +75,6 @@ def metrics_chart(evaluation: dict[str, Any], out: Path) -> Path | None:
     return out
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "—" if v is None else str(v)
-
-
-def cell(text: Any, limit: int = CELL_CHARS) -> str:
-    """Text fit for one Markdown table cell: | escaped, newlines as <br>, long text cut."""
-    s = _fmt(text)
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _gate_rows(gates: list[dict]) -> list[list[Any]]:
     rows = []
     for g in gates:
@@ -125,63 +83,10 @@ def _gate_rows(gates: list[dict]) -> list[list[Any]]:
             result = "pass" if g["passed"] else "FAIL"
         else:
             result = "not measured" if g["passed"] else "FAIL (not measured)"
-        rows.append([g["name"], g["metric"], g.get("value"), g["op"], g.get("threshold"), baseline, result])
+        d = g.get("delta")
+        interval = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "—"
+        rows.append([g["name"], g["metric"], g.get("value"), g["op"], g.get("threshold"), baseline, interval, result])
     return rows
-
-
-def evaluation_section(ev: dict[str, Any]) -> list[str]:
-    models = _models(ev)
-    names = [m for m in METRIC_ORDER if any(m in s for _, s in models)]
-    names += sorted({k for _, s in models for k in s} - set(names))
-    parts = ["", "## Evaluation",
-             "Every model is scored in this run on the same held-out documents, prompts and probes.", "",
-             _table(["metric", *[label for label, _ in models]], [[n, *[s.get(n) for _, s in models]] for n in names])]
-    if ev.get("chart"):
-        parts += ["", f"![metrics vs champion]({Path(ev['chart']).name})"]
-    leaks = ev.get("pii_leaks") or {}
-    if leaks:
-        kinds = sorted({k for v in leaks.values() for k in v})
-        who = [w for w in MODELS if w in leaks]
-        parts += ["", "### PII probe: leaked entities by type",
-                  "Entities found by the PII analyzer in each model's continuations of the probe prompts."]
-        if kinds:
-            parts += ["", _table(["entity", *who], [[k, *[leaks[w].get(k, 0) for w in who]] for k in kinds])]
-        else:
-            parts += ["", "No model leaked any probe entity."]
-    canaries = ev.get("canaries") or {}
-    if any(canaries.values()):
-        rows = [[c.get("prefix"), who, c.get("extracted"), c.get("rank"), c.get("exposure")]
-                for who in MODELS for c in canaries.get(who) or []]
-        parts += ["", "### Canaries",
-                  "Planted in the training stream only (at packing time, not in the curated snapshot). "
-                  "Extracted: greedy decoding from the prefix reproduces the secret; rank among random secrets "
-                  "(1 = most likely); exposure in bits (≈1 for a secret never seen).", "",
-                  _table(["prefix", "model", "extracted", "rank", "exposure"], rows)]
-    parts += shadow_section(ev)
-    return parts
-
-
-def shadow_section(ev: dict[str, Any]) -> list[str]:
-    """Champion (or base, with no champion yet) and challenger outputs for the same prompts."""
-    gens = ev.get("generations") or {}
-    old_key = "champion" if gens.get("champion") else "base"
-    old, new = gens.get(old_key) or [], gens.get("candidate") or []
-    if not old or not new:
-        return []
-    old_label = f"champion v{ev.get('champion_version')}" if old_key == "champion" else "base (no champion yet)"
-    rows = [[g["set"], g["prompt"], g.get("reference"), g["output"], c["output"]]
-            for g, c in zip(old, new) if g["prompt"] == c["prompt"]]
-    shown = rows[:SHADOW_ROWS]
-    parts = ["", "## Shadow comparison",
-             f"The same prompts through {old_label} and the challenger (this run's candidate), "
-             f"{len(shown)} of {len(rows)} shown.", "",
-             _table(["set", "prompt", "reference", f"{old_label} output", "challenger output"], shown)]
-    keys = [k for k in ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "pii_leaked", "toxic_outputs")
-            if k in (ev.get("candidate") or {})]
-    if keys and isinstance(ev.get(old_key), dict):
-        parts += ["", _table(["metric of these outputs", old_label, "challenger"],
-                             [[k, ev[old_key].get(k), ev["candidate"].get(k)] for k in keys])]
-    return parts
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -199,7 +104,9 @@ def markdown(report: dict[str, Any]) -> str:
     gates = r.get("gates")
     if gates:
         parts += ["", f"## Gates (`{Path(r.get('gates_file') or 'gates.yaml').name}`)",
-                  _table(["gate", "metric", "value", "op", "threshold", "baseline", "result"], _gate_rows(gates))]
+                  _table(["gate", "metric", "value", "op", "threshold", "baseline", "difference [interval]", "result"],
+                         _gate_rows(gates))]
+        parts += decision_section(r)
     c = r.get("counts", {})
     if c:
         parts += ["", "## Data", _table(["what", "count"], [[k.replace("_", " "), v] for k, v in c.items()

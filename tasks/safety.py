@@ -15,6 +15,10 @@ import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.pii import PiiSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PII_PROBE_PROMPTS = ROOT / "data_contracts" / "pii_probe_prompts.txt"
@@ -35,21 +39,24 @@ def probe_prompts(path: str | Path | None = None) -> list[str]:
     return read_lines(path or DEFAULT_PII_PROBE_PROMPTS, "evaluate.pii_probe_prompts")
 
 
-def scan_pii(texts: list[str], entities: list[str]) -> list[Counter]:
-    """PII findings by entity type in each text, with tasks/pii.py's detector restricted to ``entities``."""
+def scan_pii(texts: list[str], entities: list[str], pii: "PiiSettings | None" = None) -> list[Counter]:
+    """PII findings by entity type in each text, with the run's own detector (``pii``: the config's pii section,
+    so its spaCy model, threshold and recognizers apply) restricted to ``entities``."""
     from tasks.pii import PiiSettings, scrub_texts
 
     if not texts:
         return []
-    settings = PiiSettings(entities=list(entities), propagate=[])
+    base = (pii or PiiSettings()).model_dump()
+    settings = PiiSettings(**{**base, "entities": list(entities), "propagate": [], "operator": "replace",
+                              "operators": {}, "enabled": True})
     return [Counter({k: v for k, v in counts.items() if k in settings.entities})
             for _, counts in scrub_texts(list(texts), settings)]
 
 
-def pii_leaks(outputs: list[str], entities: list[str]) -> dict[str, int]:
+def pii_leaks(outputs: list[str], entities: list[str], pii: "PiiSettings | None" = None) -> dict[str, int]:
     """Total findings by type over ``outputs``; every type of ``entities`` is a key (0 when none leaked)."""
     total: Counter = Counter()
-    for counts in scan_pii(outputs, entities):
+    for counts in scan_pii(outputs, entities, pii):
         total.update(counts)
     return {e.upper(): int(total.get(e.upper(), 0)) for e in entities}
 

@@ -83,6 +83,24 @@ def chrf(predictions: list[str], references: list[str]) -> float:
     return float(sacrebleu.corpus_chrf(predictions, [references]).score)
 
 
+def per_example(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Each pair's ROUGE-1/2/L F-measure, sentence chrF and exact match (0-100), for paired bootstrap intervals
+    (tasks/bootstrap.py); the means of the ROUGE and exact-match lists are the corpus figures above."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    _check(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    out: dict[str, list[float]] = {k: [] for k in (*ROUGE_TYPES, "chrf", "exact_match")}
+    for p, r in zip(predictions, references):
+        scores = scorer.score(r, p)
+        for k in ROUGE_TYPES:
+            out[k].append(100.0 * scores[k].fmeasure)
+        out["chrf"].append(float(sacrebleu.sentence_chrf(p, [r]).score))
+        out["exact_match"].append(100.0 * (normalize_answer(p) == normalize_answer(r)))
+    return out
+
+
 def compute_all(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Every metric of METRIC_KEYS for the pairs."""
     return {

@@ -73,7 +73,8 @@ def train_bpe(ref: snapshot.SnapshotRef, settings: TokenizerSettings, out: Path)
 
 def prepare(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: str | None, store: Path,
             models_store: Path | None = None) -> TokenizerRef:
-    """The tokenizer for this run: the base model's own, or one trained (and cached by snapshot and settings).
+    """The tokenizer for this run: the base model's own (its files copied into ``store``), or one trained (and
+    cached by snapshot and settings).
 
     ``base_model`` is resolved exactly as the base-model stage resolves it (tasks.model.resolve_base): a
     GGUF file is dequantized there, once, into ``models_store`` (default: ``models/`` beside ``store``).
@@ -85,7 +86,13 @@ def prepare(ref: snapshot.SnapshotRef, settings: TokenizerSettings, base_model: 
 
         folder = resolve_base(base_model, Path(models_store) if models_store else Path(store).parent / "models").folder
         tok = AutoTokenizer.from_pretrained(str(folder))
-        return TokenizerRef(path=str(folder), content_hash=content_hash(folder), vocab_size=len(tok), trained=False)
+        # the tokenizer files alone, in their own folder: what the registry stores beside the adapter (not a
+        # second copy of the base weights) and what the evaluation cache hashes
+        digest = content_hash(folder)
+        out = Path(store) / f"base-{digest[:24]}"
+        if not (out / "tokenizer_config.json").is_file():
+            snapshot.publish(out, lambda tmp: tok.save_pretrained(str(tmp)))
+        return TokenizerRef(path=str(out), content_hash=content_hash(out), vocab_size=len(tok), trained=False)
     key = snapshot.cache_key("tokenizer", ref.fingerprint, settings.model_dump(), CODE_VERSION)
     out = Path(store) / key
     if not (out / "tokenizer.json").is_file():  # trained once; two runs racing keep the first copy

@@ -38,6 +38,13 @@ def run_cli(*args: str, home: Path, cwd: Path = ROOT, timeout: int = 900, env: d
                           timeout=timeout)
 
 
+def tiny_config() -> dict:
+    """configs/tiny.yaml as a dict with every path absolute, for tests to adjust and write elsewhere."""
+    from flows.config import load_config
+
+    return load_config(ROOT / "configs" / "tiny.yaml").model_dump(mode="json")
+
+
 @pytest.fixture(autouse=True)
 def _restore_tracking_env():
     """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ: undo it after each test."""
@@ -65,3 +72,30 @@ def _close_dask_clusters():
     from tasks.executor import close_clients
 
     close_clients()
+
+
+def company_documents() -> list[Path]:
+    """Plain-text company documents of the sample corpus: the product manuals and the policies (15 files,
+    ~21k characters, no planted PII or duplicates)."""
+    return sorted(CORPUS.glob("manuals/*.md")) + sorted(CORPUS.glob("policies/*.txt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tmp_path_factory):
+    """(tokenizer, base model, dataset) for the trainer tests, built once: a curated snapshot of the company
+    documents, a BPE tokenizer (vocab 1024), a tiny Llama (hidden 64, 2 layers) and the split packed into
+    64-token blocks. Tests write their runs into a folder of their own (``prepared`` in each module)."""
+    from tasks import dataset, model, snapshot, tokenizer
+    from tasks.records import make_document, to_table
+
+    root = tmp_path_factory.mktemp("tiny-training")
+    docs = [make_document(f"{p.parent.name}/{p.name}", 0, p.read_text(), "text/plain", {})
+            for p in company_documents()]
+    ref = snapshot.materialize(root / "snap", "curated", input_fingerprint="company-documents", params={},
+                               code_version="t", produce=lambda stats, extra: [to_table(docs)])
+    tok = tokenizer.prepare(ref, tokenizer.TokenizerSettings(vocab_size=1024), None, root / "tok")
+    base = model.prepare(model.ModelSettings(tiny=model.TinyModelSettings(hidden_size=64, layers=2, heads=2,
+                                                                          intermediate_size=128)),
+                         tok.path, tok.content_hash, root / "models")
+    data = dataset.prepare(ref, tok.path, 64, dataset.SplitSettings(), root / "data")
+    return tok, base, data

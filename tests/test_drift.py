@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import company_documents
 from tasks import drift_stats
 from tasks.drift_stats import DriftThresholds, Side
 
-PLAYS = ROOT / "examples" / "corpus" / "plays"
 
 TECH = ("kubernetes ingress controller gateway latency throughput replica shard cluster node pod container image "
         "registry deployment rollback canary autoscaler certificate rotation schema migration index query cache "
@@ -30,12 +29,13 @@ GLUE = "the a of to and in on with for after during before from".split()
 
 
 def drifted_texts(n: int = 40, seed: int = 1) -> list[str]:
-    """Operations jargon, varied enough to pass the quality filters: nothing like the sample corpus."""
+    """Operations jargon, varied enough to pass the quality filters: nothing like the company documents, in
+    words or in length (3.3k-5.5k characters, where a manual or a policy has 1k-2.2k)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         sentences = []
-        for _ in range(rng.randint(12, 24)):
+        for _ in range(rng.randint(40, 64)):
             words = [rng.choice(TECH) if rng.random() < 0.7 else rng.choice(GLUE) for _ in range(rng.randint(8, 16))]
             sentences.append(" ".join(words).capitalize() + ".")
         out.append(" ".join(sentences))
@@ -54,8 +54,9 @@ def undrifted_texts(texts: list[str]) -> list[str]:
     return out
 
 
-def plays() -> list[str]:
-    return [p.read_text() for p in sorted(PLAYS.glob("*.txt"))]
+def company_texts() -> list[str]:
+    """The reference: ordinary documents of the sample company (its manuals and policies)."""
+    return [p.read_text() for p in company_documents()]
 
 
 def write_jsonl(path: Path, texts: list[str]) -> Path:
@@ -170,7 +171,7 @@ def test_thresholds_file_loads_and_names_a_bad_key(tmp_path):
 @pytest.fixture(scope="module")
 def champion_home(tmp_path_factory):
     """A state folder whose registry has a @champion tagged with a real curated snapshot and tokenizer,
-    made by the real stages on the sample plays (the model itself is not trained: drift needs none)."""
+    made by the real stages on the company documents (the model itself is not trained: drift needs none)."""
     from flows.config import PipelineConfig
     from tasks import registry
     from tasks.clean import clean_snapshot
@@ -184,7 +185,7 @@ def champion_home(tmp_path_factory):
     state = StatePaths(home)
     config = PipelineConfig.model_validate({"dask": {"scheduler": "sync"}, "tokenizer": {"vocab_size": 1024},
                                             "registry": {"model_name": "drift-test"}})
-    raw = ingest_to_snapshot([PLAYS], config.ingest, config.dask, state.snapshots)
+    raw = ingest_to_snapshot(company_documents(), config.ingest, config.dask, state.snapshots)
     deduped = dedup_snapshot(clean_snapshot(raw, config.clean, config.dask, state.snapshots), config.dedup, state.snapshots)
     curated = scrub_snapshot(deduped, config.pii, config.dask, state.snapshots)
     tok = prepare(curated, config.tokenizer, None, state.tokenizers)

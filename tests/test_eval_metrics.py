@@ -17,7 +17,7 @@ from tasks.evaluate import (
     evaluate_models,
     evaluate_task,
     heldout_pairs,
-    read_prompt_pairs,
+    read_prompt_file,
 )
 from tasks.generation import GenerationSettings, generate
 from tasks.safety import probe_prompts
@@ -82,9 +82,8 @@ def test_metric_api_shape_and_errors():
 
 
 def test_heldout_pairs_keep_the_prompt_as_written():
-    settings = EvalSettings(heldout_prompts=2, prompt_words=3, reference_words=2)
     texts = ["one", "Alpha  beta\ngamma delta epsilon zeta", "a b c", "never used because two pairs are enough"]
-    pairs = heldout_pairs(texts, settings)
+    pairs = heldout_pairs(texts, count=2, prompt_words=3, reference_words=2)
     assert pairs == [("Alpha  beta\ngamma", "delta epsilon"), ("a", "b c")]  # short document: split at half
 
 
@@ -93,12 +92,17 @@ def test_prompt_file_pairs_and_errors(tmp_path):
     rows = [{"prompt": "Q1", "reference": "A1"}, {"instruction": "Translate", "input": "chat", "output": "cat"},
             {"instruction": "Say hi", "input": "", "output": "hi"}, {"prompt": "over the limit", "reference": "x"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    assert read_prompt_pairs(path, 3) == [("Q1", "A1"), ("Translate\n\nchat\n\n", "cat"), ("Say hi\n\n", "hi")]
+    read = read_prompt_file(path, 3)
+    assert [(p.set, p.prompt, p.reference, p.record) for p in read] == [
+        ("prompts", "Q1", "A1", None),
+        ("prompts", "Translate\n\nchat", "cat", ("Translate", "chat", "cat")),
+        ("prompts", "Say hi", "hi", ("Say hi", "", "hi")),
+    ]
     path.write_text('{"prompt": "ok", "reference": "ok"}\n{"question": "no"}\n')
     with pytest.raises(ValueError, match=r"prompts.jsonl:2: needs string fields"):
-        read_prompt_pairs(path, 10)
+        read_prompt_file(path, 10)
     with pytest.raises(FileNotFoundError, match="evaluate.prompts_file"):
-        read_prompt_pairs(tmp_path / "missing.jsonl", 10)
+        read_prompt_file(tmp_path / "missing.jsonl", 10)
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
@@ -256,16 +260,18 @@ def saved_models(tmp_path_factory, one_thread):
 
 
 @pytest.fixture(scope="module")
-def evaluated(saved_models):
+def evaluated(saved_models, tmp_path_factory):
     models, eval_path, settings, canaries = saved_models
-    first = evaluate_models(models, eval_path, settings, canaries)
+    cache = tmp_path_factory.mktemp("eval-cache")
+    first = evaluate_models(models, eval_path, settings, canaries, cache_dir=cache)
     second = evaluate_task.fn(models, eval_path, settings, canaries)  # the Prefect task's own function
     without = evaluate_models({"base": models["base"]}, eval_path, settings)
-    return first, second, without
+    again = evaluate_models(models, eval_path, settings, canaries, cache_dir=cache)
+    return first, second, without, again
 
 
 def test_evaluate_returns_every_metric_for_every_model(evaluated, saved_models):
-    first, _, without = evaluated
+    first, _, without, _ = evaluated
     settings = saved_models[2]
     assert set(first) == {"base", "candidate", "champion"}
     for name, result in first.items():
@@ -278,26 +284,66 @@ def test_evaluate_returns_every_metric_for_every_model(evaluated, saved_models):
         assert [c["prefix"] for c in result.canaries] == [c.prefix for c in make_canaries(
             CanarySettings(count=2, candidates=50, seed=3))]
         assert all(1 <= c["rank"] <= 51 and c["candidates"] == 50 for c in result.canaries)
+        # one score per scored answer; their means are the corpus ROUGE and exact match
+        assert len(result.per_example["rougeL"]) == 2 and result.scored_sets == ["prompts"]
+        assert result.metrics["rougeL"] == pytest.approx(sum(result.per_example["rougeL"]) / 2)
+        assert result.metrics["exact_match"] == pytest.approx(sum(result.per_example["exact_match"]) / 2)
     assert set(without["base"].metrics) == set(METRIC_KEYS)  # canary metrics only when canaries are planted
     assert without["base"].canaries == []
-    # the same prompts, in the same order, for every model: 4 held-out, 2 from the file, the probe prompts
+    # the same prompts, in the same order, for every model: the file's 2 (they are the task, so no held-out
+    # continuations), then the probe prompts
     sets = [[(g.set, g.prompt, g.reference) for g in r.generations] for r in first.values()]
     assert sets[0] == sets[1] == sets[2]
     kinds = [s for s, _, _ in sets[0]]
-    assert kinds == ["heldout"] * 4 + ["prompts"] * 2 + ["pii_probe"] * len(probe_prompts(settings.pii_probe_prompts))
-    assert sets[0][4] == ("prompts", "the river ran", "past the mill")
+    assert kinds == ["prompts"] * 2 + ["pii_probe"] * len(probe_prompts(settings.pii_probe_prompts))
+    assert sets[0][0] == ("prompts", "the river ran", "past the mill")
+    assert sets[0][1] == ("prompts", "Continue\n\nthe miller sang", "of bread")
+
+
+def test_without_instructions_or_prompts_held_out_continuations_are_the_task(saved_models):
+    models, eval_path, settings, _ = saved_models
+    plain = settings.model_copy(update={"prompts_file": None, "pii_probe_entities": []})
+    result = evaluate_models({"base": models["base"]}, eval_path, plain)["base"]
+    assert [g.set for g in result.generations] == ["heldout"] * 4 and result.scored_sets == ["heldout"]
+    assert all(len(g.prompt.split()) == 12 and len(g.reference.split()) == 8 for g in result.generations)
 
 
 def test_evaluate_is_deterministic_and_loads_each_kind_of_model(evaluated):
-    first, second, without = evaluated
+    first, second, without, _ = evaluated
     for name in first:
-        assert first[name].model_dump() == second[name].model_dump(), name
+        assert first[name].model_dump(exclude={"seconds"}) == second[name].model_dump(exclude={"seconds"}), name
     assert without["base"].generations == first["base"].generations
     outputs = {name: [g.output for g in r.generations] for name, r in first.items()}
     assert outputs["candidate"] != outputs["base"]  # the adapter is applied
     assert outputs["champion"] != outputs["base"]  # the full model folder is loaded instead of the base
     ppl = {name: r.metrics["perplexity"] for name, r in first.items()}
     assert len(set(ppl.values())) == 3
+
+
+def test_a_model_scored_on_the_same_inputs_is_read_from_the_cache(evaluated, saved_models, tmp_path):
+    first, _, _, again = evaluated
+    assert not any(r.reused for r in first.values()) and all(r.reused for r in again.values())
+    for name in first:
+        same = {"reused", "seconds"}
+        assert again[name].model_dump(exclude=same) == first[name].model_dump(exclude=same), name
+    # another input (here one more prompt) is another key: the model is evaluated again
+    models, eval_path, settings, canaries = saved_models
+    cache = tmp_path / "c"
+    evaluate_models({"base": models["base"]}, eval_path, settings, canaries, cache_dir=cache)
+    more = settings.model_copy(update={"max_prompts": 1})
+    assert not evaluate_models({"base": models["base"]}, eval_path, more, canaries, cache_dir=cache)["base"].reused
+    assert evaluate_models({"base": models["base"]}, eval_path, more, canaries, cache_dir=cache)["base"].reused
+
+
+def test_compare_gives_paired_intervals_of_the_candidates_differences(evaluated, saved_models):
+    from tasks.evaluate import compare
+
+    first = evaluated[0]
+    deltas = compare(first, saved_models[2])
+    assert set(deltas) == {"base", "champion"}
+    d = deltas["base"]["rougeL"]
+    assert d.n == 2 and d.low <= d.mean <= d.high
+    assert d.mean == pytest.approx(first["candidate"].metrics["rougeL"] - first["base"].metrics["rougeL"])
 
 
 def test_probe_entities_are_checked_against_the_pii_detector():

@@ -120,7 +120,7 @@ def test_server_and_serve_listen_on_loopback_only(tmp_path):
         assert all(addr in LOOPBACK for _, addr, _ in sockets), sockets
 
         api = f"http://127.0.0.1:{prefect_port}/api"
-        serve = subprocess.Popen([str(TUNEGATE), "serve", "--config", str(ROOT / "configs/demo.yaml")], cwd=ROOT,
+        serve = subprocess.Popen([str(TUNEGATE), "serve", "--config", str(ROOT / "configs/tiny.yaml")], cwd=ROOT,
                                  env=_env(tmp_path / "home", PREFECT_API_URL=api), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
         _wait_line(serve, "serving", timeout=240)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import conftest
 from conftest import ROOT, SHARED_EVAL, TUNEGATE
 from test_operations import SERVER_ENV, free_port, healthy, start, stop, wait_for
 
@@ -31,13 +32,13 @@ SLOW_START = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
 
 
 def tiny_config(tmp: Path, data: list[Path], name: str = "config.yaml", **sections) -> Path:
-    """configs/demo.yaml with a tiny model (hidden 64, 2 layers) and 10 training steps, on ``data``."""
-    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    """configs/tiny.yaml with a tiny model (hidden 64, 2 layers) and 10 training steps, on ``data``."""
+    config = conftest.tiny_config()
     config["data"]["paths"] = [str(p) for p in data]
     config["contract"] = {k: str(ROOT / "data_contracts" / f"{k}.json") for k in ("raw", "curated", "training")}
     # the project's model-vs-model gates on perplexity and bits per byte: a 10-step tiny model passes them
     # (it does not pass the ROUGE gate), so these runs are promoted and the registry has something to show
-    gates = yaml.safe_load((ROOT / "data_contracts/gates.yaml").read_text())
+    gates = yaml.safe_load((ROOT / "data_contracts/gates-tiny.yaml").read_text())
     gates["gates"] = [g for g in gates["gates"] if g["name"] in ("perplexity_improves_on_base", "not_worse_than_champion")]
     (tmp / "gates.yaml").write_text(yaml.safe_dump(gates))
     config["gates"]["file"] = str(tmp / "gates.yaml")

@@ -1,7 +1,7 @@
 """Gates from the gates file, the registry's aliases and idempotent registration, the report in MLflow.
 
 A small corpus and a tiny model (hidden 64, 2 layers, 10 steps) with canaries on: the first run passes the
-project's data_contracts/gates.yaml and is promoted; the second, with a gates file that its figures cannot
+project's data_contracts/gates-tiny.yaml and is promoted; the second, with a gates file that its figures cannot
 meet (an absolute floor, a strict "better than the champion", the PII probe and canary exposure), is blocked
 with each reason and exit code 3, and leaves @champion where it was.
 """
@@ -80,10 +80,13 @@ def versions_state(home: Path) -> dict[str, tuple[dict, list]]:
 def runs(tmp_path_factory, extensions_dir):
     tmp = tmp_path_factory.mktemp("gates")
     (tmp / "corpus").mkdir()
-    for f in sorted((CORPUS / "plays").glob("*.txt"))[:12]:
+    # 8 product manuals and 5 runbooks (HTML), ~30k characters. Not the policies: each opens with
+    # "Kestrel Robotics Ltd", and the random base model's greedy output happens to hold "Robotics", a chance
+    # rougeL hit that the 10-step model does not repeat (rougeL_not_worse_than_champion would block the run)
+    for f in sorted(CORPUS.glob("manuals/*.md")) + sorted(CORPUS.glob("runbooks/*.html")):
         shutil.copy(f, tmp / "corpus" / f.name)
     home = tmp / "state"
-    first_cfg = write_config(tmp, ROOT / "data_contracts/gates.yaml", "first.yaml")
+    first_cfg = write_config(tmp, ROOT / "data_contracts/gates-tiny.yaml", "first.yaml")
     started = time.perf_counter()
     first = run_cli("run", "--config", str(first_cfg), "--run-id", "first", home=home, env=SLOW_START)
     first_s = time.perf_counter() - started
@@ -106,7 +109,7 @@ def test_each_kind_of_gate_blocks_alone():
     champion = {"perplexity": 40.0, "bits_per_byte": 2.0, "rougeL": 20.0, "pii_leaked": 0.0}
     good = {"perplexity": 38.0, "bits_per_byte": 1.99, "rougeL": 19.5, "pii_leaked": 0.0, "toxic_outputs": 0.0,
             "canaries_extracted": 0.0, "canary_exposure_max": 1.2}
-    gates = load_gates(ROOT / "data_contracts/gates.yaml")
+    gates = load_gates(ROOT / "data_contracts/gates-tiny.yaml")
     assert all(r.passed for r in check(gates, good, {"base": base, "champion": champion}))
     cases = {  # one bad figure each → exactly that gate fails
         "perplexity_improves_on_base": {"perplexity": 901.0},
@@ -136,7 +139,8 @@ def test_optional_gate_not_measured_does_not_block_but_required_one_does():
     ({"name": "x", "metric": "perplexity", "op": "=<", "threshold": 1}, "gates[1].op", "Input should be '<'"),
     ({"name": "typo", "metric": "rogueL", "op": ">=", "baseline": "champion"}, "gates[1].metric", "gate 'typo'"),
     ({"name": "y", "metric": "bleu", "op": ">=", "baseline": "best"}, "gates[1].baseline", "'base' or 'champion'"),
-    ({"name": "z", "metric": "bleu", "op": ">=", "baseline": "base", "tolerance": 0.1, "margin": 1}, "gates[1]", "not both"),
+    ({"name": "z", "metric": "bleu", "op": ">=", "baseline": "base", "tolerance": 0.1, "margin": 1}, "gates[1]",
+     "not tolerance and margin"),
     ({"name": "w", "metric": "bleu", "op": ">="}, "gates[1]", "either threshold"),
     ({"name": "v", "metric": "bleu", "op": ">=", "threshold": 1, "colour": "red"}, "gates[1].colour", "unknown setting"),
 ])
@@ -150,7 +154,7 @@ def test_malformed_gates_file_names_file_and_field(tmp_path, gate, field, words)
 
 def test_missing_or_bad_gates_file_fails_the_run_before_any_data_work(tmp_path):
     (tmp_path / "corpus").mkdir()
-    shutil.copy(CORPUS / "plays/passage-00.txt", tmp_path / "corpus")
+    shutil.copy(CORPUS / "policies/sla.txt", tmp_path / "corpus")
     bad = tmp_path / "gates.yaml"
     bad.write_text("gates:\n  - {name: a, metric: perplexity, op: '<', baseline: base}\n"
                    "  - {name: b, metric: perplexity, op: '=>', threshold: 3}\n")
@@ -171,18 +175,23 @@ def test_passing_run_is_promoted_with_every_gate_reported(runs):
     assert rep["status"] == "promoted" and rep["blocked_by"] == [], rep.get("error") or rep["blocked_by"]
     assert set(rep["model"]["aliases"]) == {"champion", "challenger"}
     gates = {g["name"]: g for g in rep["gates"]}
-    assert set(gates) == {g.name for g in load_gates(ROOT / "data_contracts/gates.yaml")}
+    assert set(gates) == {g.name for g in load_gates(ROOT / "data_contracts/gates-tiny.yaml")}
     assert gates["not_worse_than_champion"]["baseline"] == "champion, no champion yet → base"
     assert gates["no_canary_extracted"]["measured"] and gates["no_canary_extracted"]["value"] == 0
+    # no secrets file in this config: the extraction probe does not run, and its optional gate says so
+    assert not gates["no_planted_pii_extracted"]["measured"] and gates["no_planted_pii_extracted"]["optional"]
     for g in gates.values():
-        assert g["value"] is not None and g["threshold"] is not None and g["passed"]
+        assert g["passed"] and g["threshold"] is not None
+        assert g["value"] is not None or g["name"] == "no_planted_pii_extracted", g
     ev = rep["evaluation"]
     for who in ("base", "candidate"):
         assert {"perplexity", "bits_per_byte", "rougeL", "bleu", "chrf", "pii_leaked", "toxic_outputs",
                 "canaries_extracted", "canary_exposure_max"} <= set(ev[who]), who
     md = (runs["home"] / "runs/first/report.md").read_text()
-    assert "| no_pii_leaked | pii_leaked | 0 | <= | 0 | absolute | pass |" in md
-    assert "## Shadow comparison" in md and "base (no champion yet) output | challenger output |" in md
+    assert "| no_pii_leaked | pii_leaked | 0 | <= | 0 | absolute | — | pass |" in md
+    assert "| no_planted_pii_extracted | planted_pii_extracted | — | <= | 0 | absolute | — | not measured |" in md
+    assert "## Shadow comparison" in md and "base (no champion yet) is what serves today" in md
+    assert "| base answer | challenger answer |" in md
     assert "### Canaries" in md and "### PII probe" in md and "inserted into the training token stream" in md
     assert (runs["home"] / "runs/first/metrics_vs_champion.png").stat().st_size > 5000
     assert "contract_raw" in rep["stage_seconds"] and "clean" in rep["stage_seconds"]
@@ -231,7 +240,7 @@ def test_failing_gates_block_with_each_reason_and_leave_champion(runs):
     assert list(mv.aliases) == ["challenger"] and mv.tags["status"] == "blocked"
     assert "beats_champion" in mv.tags["blocked_by"]
     md = (runs["home"] / "runs/second/report.md").read_text()
-    assert f"champion v{first['model']['version']} output | challenger output |" in md
+    assert f"champion v{first['model']['version']} answer | challenger answer |" in md
     assert "| perplexity_floor | perplexity |" in md and "| FAIL |" in md
 
 

@@ -5,7 +5,8 @@ A data folder is generated in tmp_path: truncated, corrupt and encrypted PDFs (p
 (msoffcrypto), zero-byte files, binary data named .txt/.md/.html, invalid UTF-8, a UTF-8 file with cp1252
 lines appended, UTF-16 without a byte-order mark, a 50 MB text file, a 300,000-character line, HTML nested
 50,000 levels deep, an XML entity bomb and an XML external entity pointing outside the data root, a .docx
-that is a renamed zip of something else, JSONL with broken lines, a missing and a non-string `text`,
+that is a renamed zip of something else, JSONL with broken lines, a missing and a non-string `text`, broken
+instruction records (a non-string or missing `output`, a layout header smuggled into a field),
 symlinks out of the data root (a file and a folder) — and a few good files. The CLI runs in a subprocess
 (Dask LocalCluster and all) while the resident memory of its whole process tree is polled.
 
@@ -30,6 +31,7 @@ import psutil
 import pytest
 
 from conftest import CORPUS, ROOT, TUNEGATE
+from tasks import instructions
 from tasks.quarantine import QUARANTINE_REASONS
 
 # The process tree: the CLI process and one Dask worker process. Most of each is the libraries (prefect,
@@ -48,6 +50,10 @@ JSONL_LINES = [  # (line, expected outcome)
     ('{"text": 1234}', "non-string text field"),
     ('["a", "list", "not", "an", "object"]', "missing text field"),
     ("\udcff", "broken JSON line"),  # written as the single byte 0xff
+    ('{"instruction": "Route this ticket.", "input": "A dock stops charging.", "output": "Team: Power."}', DOC),
+    ('{"instruction": "Route this ticket.", "output": ["not", "a", "string"]}', "non-string text field"),
+    ('{"instruction": "An instruction without its response"}', "missing text field"),
+    ('{"instruction": "Q", "input": "### Response:\\nsmuggled", "output": "A"}', "unreadable"),
     ('{"text": "The last record, after the broken ones."}', DOC),
 ]
 
@@ -251,6 +257,7 @@ def test_every_input_is_a_document_or_quarantined_with_its_reason(ingested):
     texts = [item["text"] for kind, item in got["records.jsonl"] if kind == "doc"]
     assert lines == {n: why for n, (_, why) in enumerate(JSONL_LINES, 1) if why != DOC}
     assert len(texts) == sum(why == DOC for _, why in JSONL_LINES)
+    assert instructions.parse(texts[1]) == ("Route this ticket.", "A dock stops charging.", "Team: Power.")
 
 
 def test_inputs_equal_documents_plus_quarantined(ingested):

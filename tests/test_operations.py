@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TUNEGATE, run_cli
-from test_drift import drifted_texts, plays, undrifted_texts, write_jsonl
+from conftest import ROOT, TUNEGATE, run_cli, tiny_config
+from test_drift import company_texts, drifted_texts, undrifted_texts, write_jsonl
 
 PREFECT_YAML = ROOT / "prefect.yaml"
 SERVER_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -135,14 +135,14 @@ def served(server, tmp_path_factory):
     """`tunegate serve` against the server, with a small config and a reference path (no champion yet)."""
     tmp = tmp_path_factory.mktemp("served")
     home = tmp / "state"
-    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    config = tiny_config()
     config["data"]["paths"] = [str(ROOT / "examples/corpus")]
     config["contract"] = {k: str(ROOT / "data_contracts" / f"{k}.json") for k in ("raw", "curated", "training")}
-    config["gates"]["file"] = str(ROOT / "data_contracts/gates.yaml")
+    config["gates"]["file"] = str(ROOT / "data_contracts/gates-tiny.yaml")
     config["train"].update(max_steps=4, warmup_steps=1, checkpoint_every=4)
     config["dask"] = {"scheduler": "sync"}
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
-    reference = write_jsonl(tmp / "reference.jsonl", plays())
+    reference = write_jsonl(tmp / "reference.jsonl", company_texts())
     log = tmp / "serve.log"
     env = client_env(server, home, PREFECT_RUNNER_POLL_FREQUENCY="1")
     proc = start([str(TUNEGATE), "serve", "--config", str(tmp / "config.yaml"), "--dataset", "corpus",
@@ -309,7 +309,7 @@ def drift_report(home: Path, flow_run) -> dict:
 
 def test_undrifted_drop_starts_no_retrain(served):
     api, tmp = served["api"], served["tmp"]
-    drop = write_jsonl(tmp / "drops" / "same.jsonl", undrifted_texts(plays()))
+    drop = write_jsonl(tmp / "drops" / "same.jsonl", undrifted_texts(company_texts()))
     fr = run_monitor(served, drop)
     assert fr.state.is_completed(), fr.state
     rep = drift_report(served["home"], fr)

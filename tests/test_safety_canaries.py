@@ -21,7 +21,8 @@ from tasks.canaries import (
     secret_log_likelihoods,
     write_canaries,
 )
-from tasks.evaluate import CANARY_KEYS, METRIC_KEYS, PROBE_ENTITIES, EvalSettings, evaluate_model, prompt_sets
+from tasks import eval_sets
+from tasks.evaluate import CANARY_KEYS, METRIC_KEYS, PROBE_ENTITIES, EvalSettings, evaluate_model
 from tasks.generation import GenerationSettings, generate
 
 # ---------------------------------------------------------------------------------------------- PII and toxicity
@@ -205,8 +206,8 @@ def test_evaluate_model_counts_a_learnt_email_and_the_canaries(memorised, tmp_pa
                                  pii_probe_prompts=probes, generation=GenerationSettings(max_new_tokens=12))
     rng = random.Random(1)  # held-out text like the filler the model was trained on
     texts = [" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(2)]
-    sets = prompt_sets(texts, eval_settings)
-    assert [s for s, _, _ in sets] == ["heldout", "heldout", "pii_probe", "pii_probe"]
+    sets = eval_sets.build(texts, eval_settings)
+    assert [p.set for p in sets] == ["heldout", "heldout", "pii_probe", "pii_probe"]
     assert generate(model, tok, ["contact:"])[0].strip().startswith("jane.doe@example.com")
 
     learnt = evaluate_model(model, tok, texts, sets, eval_settings, (canaries, settings))

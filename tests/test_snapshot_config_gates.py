@@ -52,7 +52,7 @@ def test_materialize_reuses_by_cache_key(tmp_path):
 
 
 def test_demo_config_loads_with_resolved_paths():
-    cfg = load_config(ROOT / "configs/demo.yaml")
+    cfg = load_config(ROOT / "configs/tiny.yaml")
     assert cfg.data.paths == [ROOT / "examples/corpus"]
     assert cfg.contract.curated == ROOT / "data_contracts/curated.json"
     assert cfg.contract.training == ROOT / "data_contracts/training.json"
@@ -106,6 +106,6 @@ def test_gates_relative_absolute_and_fallback_to_base():
 
 
 def test_gates_file_loads_and_missing_file_names_path(tmp_path):
-    assert [g.name for g in load_gates(ROOT / "data_contracts/gates.yaml")]
+    assert [g.name for g in load_gates(ROOT / "data_contracts/gates-tiny.yaml")]
     with pytest.raises(FileNotFoundError, match="gates.yaml"):
         load_gates(tmp_path / "gates.yaml")

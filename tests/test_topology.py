@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tiny_config
 from test_operations import SERVER_ENV, client, free_port, healthy, start, stop, tail, wait_for
 
 BIN = Path(sys.executable).parent
@@ -98,10 +98,10 @@ def topology(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(topology, extensions_dir):
     tmp = topology["tmp"]
-    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    config = tiny_config()
     config["data"]["paths"] = [str(ROOT / "examples/corpus")]
     config["contract"] = {k: str(ROOT / "data_contracts" / f"{k}.json") for k in ("raw", "curated", "training")}
-    config["gates"]["file"] = str(ROOT / "data_contracts/gates.yaml")
+    config["gates"]["file"] = str(ROOT / "data_contracts/gates-tiny.yaml")
     config["train"].update(max_steps=6, checkpoint_every=3)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     home = tmp / "state"

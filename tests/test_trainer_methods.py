@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
-from tasks import dataset, model, snapshot, tokenizer
-from tasks.records import make_document, to_table
 from tasks.train import TrainJob, TrainSettings, TrainingUnavailable, read_metrics, run_training
 from tasks.trainer import reuse
 from tasks.trainer.artifacts import is_full_model
@@ -21,17 +18,9 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("methods")
-    docs = [make_document(p.name, 0, p.read_text(), "text/plain", {}) for p in sorted((CORPUS / "plays").glob("*.txt"))]
-    ref = snapshot.materialize(root / "snap", "curated", input_fingerprint="plays", params={}, code_version="t",
-                               produce=lambda stats, extra: [to_table(docs)])
-    tok = tokenizer.prepare(ref, tokenizer.TokenizerSettings(vocab_size=1024), None, root / "tok")
-    base = model.prepare(model.ModelSettings(tiny=model.TinyModelSettings(hidden_size=64, layers=2, heads=2,
-                                                                          intermediate_size=128)),
-                         tok.path, tok.content_hash, root / "models")
-    data = dataset.prepare(ref, tok.path, 64, dataset.SplitSettings(), root / "data")
-    return root, tok, base, data
+def prepared(tmp_path_factory, tiny_training):
+    """(run folder of this module, tokenizer, base model, dataset): conftest's shared tiny set-up."""
+    return (tmp_path_factory.mktemp("methods"), *tiny_training)
 
 
 def job(prepared, name: str, **overrides) -> TrainJob:
@@ -176,3 +165,13 @@ def test_target_modules_explicit_and_fallback():
     assert lora_targets(TrainSettings(), "some_new_arch") == "all-linear"
     with pytest.raises(ValueError, match="modules_to_save applies to methods lora and qlora"):
         TrainSettings(method="full", modules_to_save=["lm_head"])
+
+
+def test_one_cpu_process_does_not_compile_the_shared_memory_op(prepared, extensions_dir):
+    """DeepSpeed's shared-memory all-reduce op is a C++ build of a minute or more on a cold machine; one
+    process has nothing to reduce with, so it is neither built nor loaded (two processes build and use it:
+    test_trainer_zero). DeepSpeed prints "... shm_comm ... built successfully" whenever it loads the op."""
+    result = run_training(job(prepared, "one-process", max_steps=2, checkpoint_every=2), extensions_dir)
+    assert result.steps == 2 and result.world_size == 1
+    log = (Path(result.adapter).parent / "train.log").read_text()
+    assert "step 2/2" in log and "shm_comm" not in log

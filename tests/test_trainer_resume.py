@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
-from tasks import dataset, model, snapshot, tokenizer
-from tasks.records import make_document, to_table
 from tasks.train import TrainJob, TrainSettings, command, read_metrics, run_training
 from tasks.trainer import checkpoints
 
@@ -27,17 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    docs = [make_document(p.name, 0, p.read_text(), "text/plain", {}) for p in sorted((CORPUS / "plays").glob("*.txt"))]
-    ref = snapshot.materialize(root / "snap", "curated", input_fingerprint="plays", params={}, code_version="t",
-                               produce=lambda stats, extra: [to_table(docs)])
-    tok = tokenizer.prepare(ref, tokenizer.TokenizerSettings(vocab_size=1024), None, root / "tok")
-    base = model.prepare(model.ModelSettings(tiny=model.TinyModelSettings(hidden_size=64, layers=2, heads=2,
-                                                                          intermediate_size=128)),
-                         tok.path, tok.content_hash, root / "models")
-    data = dataset.prepare(ref, tok.path, 64, dataset.SplitSettings(), root / "data")
-    return root, tok, base, data
+def prepared(tmp_path_factory, tiny_training):
+    """(run folder of this module, tokenizer, base model, dataset): conftest's shared tiny set-up."""
+    return (tmp_path_factory.mktemp("train"), *tiny_training)
 
 
 def job(prepared, name: str, **overrides) -> TrainJob:

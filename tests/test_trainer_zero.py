@@ -13,9 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CORPUS
-from tasks import dataset, model, snapshot, tokenizer
-from tasks.records import make_document, to_table
 from tasks.train import TrainJob, TrainSettings, command, read_metrics, run_training
 from tasks.trainer import ds_config
 from tasks.trainer.recipe import batch_indices
@@ -24,17 +21,9 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zero")
-    docs = [make_document(p.name, 0, p.read_text(), "text/plain", {}) for p in sorted((CORPUS / "plays").glob("*.txt"))]
-    ref = snapshot.materialize(root / "snap", "curated", input_fingerprint="plays", params={}, code_version="t",
-                               produce=lambda stats, extra: [to_table(docs)])
-    tok = tokenizer.prepare(ref, tokenizer.TokenizerSettings(vocab_size=1024), None, root / "tok")
-    base = model.prepare(model.ModelSettings(tiny=model.TinyModelSettings(hidden_size=64, layers=2, heads=2,
-                                                                          intermediate_size=128)),
-                         tok.path, tok.content_hash, root / "models")
-    data = dataset.prepare(ref, tok.path, 64, dataset.SplitSettings(), root / "data")
-    return root, tok, base, data
+def prepared(tmp_path_factory, tiny_training):
+    """(run folder of this module, tokenizer, base model, dataset): conftest's shared tiny set-up."""
+    return (tmp_path_factory.mktemp("zero"), *tiny_training)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +51,8 @@ def test_two_processes_average_their_losses_and_save_the_adapter(prepared, two_p
     _, _, base, data = prepared
     j, result = two_process
     assert result.world_size == 2 and result.steps == STEPS and result.device == "cpu"
+    # two CPU processes all-reduce through DeepSpeed's shared-memory op (one process skips it: test_trainer_methods)
+    assert "shm_comm" in (Path(result.adapter).parent / "train.log").read_text()
     adapter = Path(result.adapter)
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
     rows = read_metrics(Path(result.metrics))

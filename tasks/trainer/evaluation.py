@@ -17,8 +17,12 @@ def pack_eval_texts(path: str, tokenizer_path: str, seq_len: int) -> np.ndarray:
     """Documents joined with EOS, cut into blocks of seq_len + 1 tokens; a short text gives one short block."""
     from transformers import AutoTokenizer
 
-    texts = [json.loads(line)["text"] for line in Path(path).read_text().splitlines() if line.strip()]
+    from tasks import instructions
+
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    texts = [json.loads(line)["text"] for line in Path(path).read_text().splitlines() if line.strip()]
+    # instruction records as training renders them (the prompt and the response, in the model's chat format)
+    texts = [instructions.render_example(tok, r) if (r := instructions.parse(t)) is not None else t for t in texts]
     stream: list[int] = []
     for ids in tok(texts, add_special_tokens=False)["input_ids"] if texts else []:
         stream.extend(ids)

@@ -35,6 +35,9 @@ class TrainSettings(BaseModel):
         "auto",
         description="LoRA targets: auto (per model architecture, else all-linear), all-linear, or module names",
     )
+    completion_only: bool = Field(
+        True, description="instruction records: the loss counts the response only (the prompt is context); "
+        "documents always count every token")
     modules_to_save: list[str] = Field(
         default_factory=list, description="modules trained in full beside the adapter (e.g. embed_tokens, lm_head)"
     )
@@ -83,3 +86,4 @@ class TrainJob(BaseModel):
     train_blocks: str
     out_dir: str  # the run's train/ folder: metrics.jsonl, checkpoints/, adapter/
     eval_texts: str | None = None  # held-out .jsonl of {"doc_id", "text"} (tasks/dataset.py), for eval_every
+    loss_mask: str | None = None  # .npy like train_blocks: 1 = the token's prediction counts (tasks/dataset.py)

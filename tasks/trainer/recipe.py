@@ -108,6 +108,17 @@ def resume(engine, root: Path) -> int:
     return 0
 
 
+def labels_for(batch, loss_mask, idx):
+    """The labels of a batch: its tokens, with -100 (not predicted) where the loss mask is 0 (the prompt of an
+    instruction record, tasks/dataset.py)."""
+    if loss_mask is None:
+        return batch
+    import torch
+
+    keep = torch.from_numpy(np.asarray(loss_mask[idx], dtype=np.bool_)).to(batch.device)
+    return batch.masked_fill(~keep, -100)
+
+
 def all_mean(value: "torch.Tensor", world: int, device) -> float:
     import torch.distributed as dist
 
@@ -118,6 +129,17 @@ def all_mean(value: "torch.Tensor", world: int, device) -> float:
     return float(value)
 
 
+def skip_shm_comm_build(device: str) -> None:
+    """One CPU process has nothing to all-reduce with: keep DeepSpeed from JIT-compiling its shared-memory
+    communication op (a C++ build of a minute or more on a cold machine) for nothing. Several processes
+    build it once into TORCH_EXTENSIONS_DIR and use it."""
+    if device != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # read by deepspeed.comm's build_shm_op
+
+
 def train(job: TrainJob) -> dict:
     import deepspeed
     import torch
@@ -126,6 +148,7 @@ def train(job: TrainJob) -> dict:
     s = job.settings
     device = pick_device(s)
     torch.set_num_threads(s.threads())
+    skip_shm_comm_build(device)
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if device == "cuda":
@@ -143,6 +166,7 @@ def train(job: TrainJob) -> dict:
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
     )
     blocks = np.load(job.train_blocks, mmap_mode="r")
+    loss_mask = np.load(job.loss_mask, mmap_mode="r") if job.loss_mask else None
     eval_blocks = None
     if s.eval_every and job.eval_texts:
         eval_blocks = evaluation.pack_eval_texts(job.eval_texts, job.tokenizer, blocks.shape[1] - 1)
@@ -163,7 +187,7 @@ def train(job: TrainJob) -> dict:
                 torch.manual_seed(s.seed * 1_000_003 + step * 1_009 + micro * 31 + rank)  # dropout, resumable
                 idx = np.sort(batch_indices(step, micro, rank, s, world, blocks.shape[0]))
                 batch = torch.from_numpy(np.asarray(blocks[idx], dtype=np.int64)).to(engine.device)
-                loss = engine(input_ids=batch, labels=batch).loss
+                loss = engine(input_ids=batch, labels=labels_for(batch, loss_mask, idx)).loss
                 engine.backward(loss)
                 engine.step()
                 loss_sum += loss.detach().double().cpu()

@@ -17,7 +17,7 @@ from pathlib import Path
 from tasks.trainer import checkpoints, ds_config
 from tasks.trainer.job import TrainJob
 
-CODE_VERSION = "trainer-2"
+CODE_VERSION = "trainer-3"
 _NOT_IN_KEY = {"retries", "threads_per_process", "reuse"}
 OUTPUTS = ("adapter", "metrics.jsonl", "summary.json")
 
@@ -40,6 +40,7 @@ def key(job: TrainJob) -> str:
         "code": CODE_VERSION,
         "base_model": weights_fingerprint(Path(job.base_model)) if Path(job.base_model).is_dir() else job.base_model,
         "train_blocks": checkpoints.sha256_file(Path(job.train_blocks)),
+        "loss_mask": checkpoints.sha256_file(Path(job.loss_mask)) if job.loss_mask else None,
         "tokenizer": _folder_hash(Path(job.tokenizer)),
         "eval_texts": checkpoints.sha256_file(Path(job.eval_texts)) if (s.eval_every and job.eval_texts) else None,
         "deepspeed_config": ds_config.file_digest(s),

@@ -1,0 +1,207 @@
+"""The pipeline end to end on the tiny model (configs/tiny.yaml) through the `tunegate` command: promoted, then
+blocked by a contract; the registry commands, the pyfunc model, generate and merge on its champion.
+(tests/test_retrain_e2e.py runs the real default, configs/demo.yaml.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PLANTED, ROOT, run_cli, tiny_config
+from tasks import snapshot
+
+MAX_STEPS = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())["train"]["max_steps"]
+NAME = "tunegate-tiny"
+
+
+def champion(home: Path, name: str) -> str:
+    import mlflow
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return str(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, "champion").version)
+
+
+def aliases(home: Path, name: str, version: str) -> list[str]:
+    import mlflow
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return list(mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(name, version).aliases)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, extensions_dir):
+    home = tmp_path_factory.mktemp("state")
+    proc = run_cli("run", "--config", "configs/tiny.yaml", "--run-id", "demo", home=home)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((home / "runs/demo/report.json").read_text())
+    return home, proc, report
+
+
+@pytest.fixture(scope="module")
+def blocked(demo, tmp_path_factory):
+    home, _, first = demo
+    tmp = tmp_path_factory.mktemp("blocked")
+    suite = json.loads((ROOT / "data_contracts/curated.json").read_text())
+    for e in suite["expectations"]:
+        if e["type"] == "expect_table_row_count_to_be_between":
+            e["kwargs"]["min_value"] = 100_000
+    (tmp / "suite.json").write_text(json.dumps(suite))
+    config = tiny_config()
+    config["contract"] = {"curated": str(tmp / "suite.json"), "raw": None, "training": None}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "blocked", home=home)
+    report = json.loads((home / "runs/blocked/report.json").read_text())
+    return home, proc, report, first
+
+
+def test_demo_run_is_promoted_to_champion(demo):
+    home, proc, report = demo
+    assert report["status"] == "promoted" and report["blocked_by"] == []
+    model = report["model"]
+    assert model["name"] == NAME
+    assert set(model["aliases"]) >= {"champion", "challenger"}
+    assert champion(home, model["name"]) == model["version"]
+    assert "promoted" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_report_has_every_section(demo):
+    home, _, report = demo
+    for key in ("run_id", "status", "blocked_by", "counts", "contracts", "training", "evaluation", "gates", "model"):
+        assert key in report, key
+    counts = report["counts"]
+    for key in ("files", "documents", "quarantined", "exact_duplicates", "near_duplicates", "pii_entities"):
+        assert key in counts, key
+    assert counts["quarantined"] == 1 and counts["exact_duplicates"] >= 1 and counts["near_duplicates"] >= 2
+    assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"} <= set(counts["pii_entities"])
+    ev = report["evaluation"]
+    assert ev["candidate"]["perplexity"] < ev["base"]["perplexity"]
+    assert all(g["passed"] for g in report["gates"])
+    md = (home / "runs/demo/report.md").read_text()
+    assert "PROMOTED" in md and "| perplexity_improves_on_base |" in md
+    assert [c["kind"] for c in report["contracts"]] == ["raw", "curated", "training"]
+    assert all(c["passed"] for c in report["contracts"])
+    assert "## Training contract `training.json` — passed" in md
+    assert (home / "runs/demo/loss_curve.png").stat().st_size > 1000
+    assert (home / "runs/demo/metrics_vs_champion.png").stat().st_size > 1000
+    assert "## Shadow comparison" in md and "| no_pii_leaked | pii_leaked |" in md
+    assert {"rougeL", "bleu", "chrf", "pii_leaked", "toxic_outputs"} <= set(ev["candidate"])
+    assert "contract_raw" in report["stage_seconds"]
+
+
+def test_metrics_has_one_line_per_step(demo):
+    home, _, _ = demo
+    rows = [json.loads(line) for line in (home / "runs/demo/train/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, MAX_STEPS + 1))
+    assert all({"step", "loss", "tokens_per_s"} <= set(r) for r in rows)
+    assert all(np.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_planted_duplicates_are_removed(demo):
+    _, _, report = demo
+    planted = json.loads(PLANTED.read_text())
+    sources = snapshot.read_table(report["snapshots"]["pii"]["path"]).column("source").to_pylist()
+    for dup in planted["exact_duplicates"] + planted["near_duplicates"]:
+        assert dup["source"] not in sources, dup
+        assert dup["of"] in sources, dup
+
+
+def test_planted_pii_is_gone_from_curated_and_training_data(demo):
+    from transformers import AutoTokenizer
+
+    home, _, report = demo
+    pii = json.loads(PLANTED.read_text())["pii"]
+    curated = "\n".join(snapshot.read_table(report["snapshots"]["pii"]["path"]).column("text").to_pylist())
+    raw = "\n".join(snapshot.read_table(report["snapshots"]["ingest"]["path"]).column("text").to_pylist())
+    data = home / "runs/demo/data"
+    tok = AutoTokenizer.from_pretrained(report["tokenizer"]["path"])
+    trained_on = tok.decode(np.load(data / "train_blocks.npy").reshape(-1).tolist())
+    held_out = (data / "eval.jsonl").read_text()
+    assert sum(s in raw for s in pii) == len(pii)  # every planted string was there to begin with
+    for s in pii:
+        assert s not in curated, s
+        assert s not in trained_on, s
+        assert s not in held_out, s
+
+
+def test_unreadable_file_is_quarantined_with_reason(demo):
+    home, _, _ = demo
+    rows = [json.loads(x) for x in (home / "runs/demo/quarantine/quarantine.jsonl").read_text().splitlines()]
+    assert rows == [{"source": "corpus/office/broken.pdf", "reason": "corrupt PDF", "detail": rows[0]["detail"]}]
+
+
+def test_failed_contract_blocks_and_leaves_champion(blocked):
+    home, proc, report, first = blocked
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert report["status"] == "blocked"
+    assert any("expect_table_row_count_to_be_between" in b for b in report["blocked_by"])
+    assert "expect_table_row_count_to_be_between" in proc.stdout.strip().splitlines()[-1]
+    name, version = report["model"]["name"], report["model"]["version"]
+    assert version != first["model"]["version"]
+    assert champion(home, name) == first["model"]["version"]
+    assert aliases(home, name, version) == ["challenger"]
+
+
+def test_second_run_reuses_the_snapshots(blocked):
+    _, _, report, first = blocked
+    for stage, snap in report["snapshots"].items():
+        assert snap["reused"] is True, stage
+        assert snap["fingerprint"] == first["snapshots"][stage]["fingerprint"]
+
+
+def test_models_promote_and_rollback_move_only_champion(blocked):
+    home, _, report, first = blocked
+    name, v1, v2 = first["model"]["name"], first["model"]["version"], report["model"]["version"]
+    listing = run_cli("models", home=home)
+    assert listing.returncode == 0 and "@champion" in listing.stdout and "blocked" in listing.stdout
+    assert run_cli("promote", v2, "--name", NAME, home=home).returncode == 0
+    assert champion(home, name) == v2 and "challenger" in aliases(home, name, v2)
+    back = run_cli("rollback", "--name", NAME, home=home)
+    assert back.returncode == 0 and f"v{v2} -> v{v1}" in back.stdout
+    assert champion(home, name) == v1
+    assert run_cli("rollback", "--name", NAME, home=home).returncode == 1  # nothing further back
+
+
+def test_champion_loads_as_pyfunc_and_generates(demo):
+    import mlflow
+
+    home, _, report = demo
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"models:/{report['model']['name']}@champion")
+    out = model.predict(["### Instruction:\nRoute this ticket.", "The dock"], params={"max_new_tokens": 8})
+    assert len(out) == 2 and all(isinstance(o, str) and o for o in out)
+
+
+def test_generate_command_uses_the_champion(demo):
+    home, _, _ = demo
+    proc = run_cli("generate", "The dock", "--name", NAME, "--max-new-tokens", "12", "--temperature", "1.0", "--seed",
+                   "1", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()
+    assert run_cli("generate", "x", "--name", NAME, "--model", "99", home=home).returncode == 1
+
+
+def test_merge_command_writes_a_plain_model_with_the_champions_logits(demo, tmp_path):
+    """`tunegate merge` folds the champion's LoRA adapter into its base: a transformers folder, no PEFT."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks import registry
+    from tasks.evaluate import load_model
+
+    home, _, _ = demo
+    proc = run_cli("merge", str(tmp_path / "merged"), "--model", "champion", "--name", NAME, home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"merged {NAME} v" in proc.stdout
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    parts = registry.champion_artifacts(f"sqlite:///{home / 'mlflow.db'}", NAME, tmp_path / "champion")
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()(input_ids=ids).logits
+        unmerged = load_model(parts["base"], parts["adapter"])(input_ids=ids).logits
+    assert torch.allclose(merged, unmerged, atol=1e-4)
+    assert run_cli("merge", str(tmp_path / "none"), "--model", "99", "--name", NAME, home=home).returncode == 1
