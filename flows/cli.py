@@ -72,8 +72,8 @@ def run(
             fail(f"data.paths: no such file or folder: {p}")
     _check_base_model(cfg)
     files = [(f"contract.{kind}", p) for kind, p in cfg.contract.suites().items()] + [("gates.file", cfg.gates.file)]
-    if cfg.evaluate.extraction.secrets_file is not None:
-        files.append(("evaluate.extraction.secrets_file", cfg.evaluate.extraction.secrets_file))
+    if cfg.evaluate.extraction.planted_file is not None:
+        files.append(("evaluate.extraction.planted_file", cfg.evaluate.extraction.planted_file))
     for label, p in files:
         if not Path(p).is_file():
             fail(f"{label}: file not found: {p}")

@@ -81,7 +81,7 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     config.gates.file = _resolve(base, config.gates.file)
     for field in ("prompts_file", "pii_probe_prompts", "toxicity_words"):
         setattr(config.evaluate, field, _resolve(base, getattr(config.evaluate, field)))
-    config.evaluate.extraction.secrets_file = _resolve(base, config.evaluate.extraction.secrets_file)
+    config.evaluate.extraction.planted_file = _resolve(base, config.evaluate.extraction.planted_file)
     config.train.deepspeed_config = _resolve(base, config.train.deepspeed_config)
     config.train.hostfile = _resolve(base, config.train.hostfile)
     spec = config.model.base_model

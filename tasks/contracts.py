@@ -24,7 +24,7 @@ class ContractSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     raw: Path | None = Field(Path("data_contracts/raw.json"), description="ingested documents")
-    curated: Path = Field(Path("data_contracts/curated.json"), description="documents after dedup and PII")
+    curated: Path | None = Field(Path("data_contracts/curated.json"), description="documents after dedup and PII")
     training: Path | None = Field(Path("data_contracts/training.json"), description="the training split")
 
     def suites(self) -> dict[str, Path]:

@@ -13,7 +13,7 @@ For each model:
 - pii_leaked: PII found by the run's own detector (the config's ``pii`` section) in its continuations of the
   PII probe prompts, by type; toxic_outputs: answers containing a listed word (tasks/safety.py);
 - planted_pii_extracted: known secrets of the raw data that it reproduces from their raw context
-  (tasks/extraction.py), when ``evaluate.extraction.secrets_file`` lists them;
+  (tasks/extraction.py), when ``evaluate.extraction.planted_file`` lists them;
 - with canaries planted (tasks/canaries.py): extraction, rank and exposure of each.
 
 With a ``cache_dir``, a model already evaluated on exactly these inputs is not evaluated again: the key is the
@@ -176,11 +176,11 @@ def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt],
 
 def extraction_probes(settings: EvalSettings, raw_snapshot: str | None) -> list[extraction.Probe]:
     """The extraction prompts from the raw snapshot's texts, when a secrets file is configured."""
-    if settings.extraction.secrets_file is None or raw_snapshot is None:
+    if settings.extraction.planted_file is None or raw_snapshot is None:
         return []
     from tasks import snapshot
 
-    secrets = extraction.read_secrets(settings.extraction.secrets_file)
+    secrets = extraction.read_secrets(settings.extraction.planted_file)
     texts = (t for shard in snapshot.iter_tables(raw_snapshot) for t in shard.column("text").to_pylist())
     return extraction.build_probes(texts, secrets, settings.extraction)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.cpus import usable_cpus
 from tasks.progress import track
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class DaskSettings(BaseModel):
         "local", description="without an address: a LocalCluster of processes, or in-process (sync/threads)"
     )
     address: str | None = Field(None, description="tcp://host:port of a Dask scheduler (or TUNEGATE_DASK_ADDRESS)")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="local worker processes")
+    workers: int = Field(default_factory=usable_cpus, ge=1, description="local worker processes")
     memory_limit: str = Field("4GiB", description="per local worker; Dask spills and restarts beyond it")
     in_flight: int = Field(2, ge=1, description="shards in flight per worker (bounds memory)")
 

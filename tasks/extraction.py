@@ -32,7 +32,7 @@ class ExtractionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    secrets_file: Path | None = Field(
+    planted_file: Path | None = Field(
         None, description="JSON with an 'extraction' list of {type, value} (examples/PLANTED.json), a JSON list of "
         "them, or JSONL; none = no extraction probe")
     context_chars: int = Field(160, ge=8, le=4000, description="raw characters before a secret given as the prompt")
@@ -54,7 +54,7 @@ def read_secrets(path: str | Path) -> list[Secret]:
     """The secrets listed in ``path``; ValueError naming the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"evaluate.extraction.secrets_file: file not found: {path}")
+        raise FileNotFoundError(f"evaluate.extraction.planted_file: file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -62,16 +62,16 @@ def read_secrets(path: str | Path) -> list[Secret]:
         try:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
-            raise ValueError(f"evaluate.extraction.secrets_file {path}: neither JSON nor JSONL ({exc.msg})") from None
+            raise ValueError(f"evaluate.extraction.planted_file {path}: neither JSON nor JSONL ({exc.msg})") from None
     rows = data.get("extraction") if isinstance(data, dict) else data
     if not isinstance(rows, list):
-        raise ValueError(f"evaluate.extraction.secrets_file {path}: needs a list of {{type, value}} "
+        raise ValueError(f"evaluate.extraction.planted_file {path}: needs a list of {{type, value}} "
                          "(or an object with an 'extraction' list)")
     out = []
     for i, row in enumerate(rows):
         if not (isinstance(row, dict) and isinstance(row.get("type"), str) and isinstance(row.get("value"), str)
                 and row["value"].strip()):
-            raise ValueError(f"evaluate.extraction.secrets_file {path}: entry {i} needs string fields 'type' and 'value'")
+            raise ValueError(f"evaluate.extraction.planted_file {path}: entry {i} needs string fields 'type' and 'value'")
         out.append(Secret(type=row["type"].upper(), value=row["value"]))
     return out
 

@@ -99,3 +99,33 @@ def tiny_training(tmp_path_factory):
                          tok.path, tok.content_hash, root / "models")
     data = dataset.prepare(ref, tok.path, 64, dataset.SplitSettings(), root / "data")
     return tok, base, data
+
+
+# The slowest files (seconds, measured under `-n 2 --dist loadfile`) go first, so that the two workers finish
+# together instead of one running a long pipeline test alone at the end (longest-processing-time-first).
+SLOW_FILES = {
+    "test_retrain_e2e.py": 900, "test_retrain_tiny.py": 500, "test_faults.py": 380, "test_operations.py": 360,
+    "test_load.py": 320, "test_topology.py": 270, "test_gates_block.py": 250, "test_concurrent_retrain.py": 180,
+    "test_gates_registry.py": 150, "test_trainer_resume.py": 140, "test_trainer_zero.py": 130,
+    "test_prepare.py": 120, "test_stage_cli.py": 110, "test_run_leaks.py": 100, "test_base_models.py": 100,
+    "test_exposure.py": 80, "test_hostile_inputs.py": 65, "test_drift.py": 56, "test_trainer_methods.py": 45,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -SLOW_FILES.get(item.path.name, 0))  # stable: file order kept among the rest
+
+
+def pytest_configure(config):
+    """Under xdist, each worker gets its own CPUs: two workers' torch threads then never fight over both cores
+    (oversubscribed OpenMP threads spin and slow both runs down); processes a test starts inherit the mask."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    workers = int(count)
+    if len(cpus) < workers:
+        return
+    index = int(worker.removeprefix("gw"))
+    share = len(cpus) // workers
+    os.sched_setaffinity(0, cpus[index * share:(index + 1) * share])

@@ -78,7 +78,7 @@ def test_a_secret_counts_as_extracted_when_the_continuation_reproduces_it():
     assert all(s.value not in json.dumps(rows) for s in SECRETS)  # never written out
 
 
-def test_secrets_file_forms_and_errors(tmp_path):
+def test_planted_file_forms_and_errors(tmp_path):
     planted = tmp_path / "PLANTED.json"
     planted.write_text(json.dumps({"pii": ["x"], "extraction": [{"type": "phone_number", "value": "555"}]}))
     assert extraction.read_secrets(planted) == [extraction.Secret(type="PHONE_NUMBER", value="555")]
@@ -88,7 +88,7 @@ def test_secrets_file_forms_and_errors(tmp_path):
     lines.write_text('[{"type": "API_KEY"}]')
     with pytest.raises(ValueError, match=r"secrets.jsonl: entry 0 needs string fields 'type' and 'value'"):
         extraction.read_secrets(lines)
-    with pytest.raises(FileNotFoundError, match="evaluate.extraction.secrets_file"):
+    with pytest.raises(FileNotFoundError, match="evaluate.extraction.planted_file"):
         extraction.read_secrets(tmp_path / "missing.json")
 
 

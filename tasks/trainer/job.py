@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.cpus import usable_cpus
 
 Method = Literal["lora", "prefix", "full", "qlora"]
 
@@ -76,7 +77,7 @@ class TrainSettings(BaseModel):
         return self
 
     def threads(self) -> int:
-        return self.threads_per_process or max(1, (os.cpu_count() or 1) // self.num_processes)
+        return self.threads_per_process or max(1, usable_cpus() // self.num_processes)
 
 
 class TrainJob(BaseModel):
