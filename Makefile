@@ -48,9 +48,10 @@ demo-tiny: install
 	$(VENV)/bin/tunegate run --config configs/tiny.yaml
 
 # two pytest workers, one test file each at a time (module fixtures such as a whole pipeline run are not
-# repeated); most tests wait on subprocesses (training, servers), so two workers fit two cores
+# repeated); most tests wait on subprocesses (training, servers), so two workers fit two cores. Files run in
+# the order tests/conftest.py gives them (slowest first), not xdist's (most tests first)
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean-state:
 	rm -rf .tunegate

@@ -4,8 +4,9 @@ One tiny-model run on the demo's raw support tickets with PII scrubbing switched
 that would catch the PII taken away, as a careless team might), a canary repeated many times, and angry
 tickets full of a listed word: the model memorises what it saw, so the run is blocked by the extraction probe
 (known raw secrets reproduced from their raw context), by the canary gate and by the toxicity gate of
-data_contracts/gates-tiny.yaml, each with its reason. The same data scrubbed, without the canary and the angry
-tickets, passes those gates: they block for the data, not by construction.
+data_contracts/gates-tiny.yaml, each with its reason. The base model, scored in the same run on the same probes,
+trips none of them: the gates block for what the model learned, not by construction. (The same tickets scrubbed
+pass them on the real default model in tests/test_retrain_e2e.py.)
 (The task-quality gate blocking a regression is in tests/test_retrain_e2e.py, on the real default model.)
 """
 
@@ -44,10 +45,10 @@ def angry_ticket(i: int) -> str:
 SAFETY_GATES = ("no_planted_pii_extracted", "no_canary_extracted", "no_toxic_outputs")
 
 
-def write_config(tmp: Path, name: str, data: Path, leaky: bool) -> Path:
+def write_config(tmp: Path, name: str, data: Path) -> Path:
     config = tiny_config()
     config["data"]["paths"] = [str(data)]
-    config["pii"]["enabled"] = not leaky
+    config["pii"]["enabled"] = False
     # the contracts would stop unscrubbed data (residual PII); a careless team turned them off
     config["contract"] = {"raw": str(ROOT / "data_contracts/raw.json"), "curated": None, "training": None}
     config["clean"]["quality"]["blocklist"]["enabled"] = False  # let the angry tickets through
@@ -55,7 +56,7 @@ def write_config(tmp: Path, name: str, data: Path, leaky: bool) -> Path:
     config["tokenizer"]["vocab_size"] = 1024
     config["train"].update(max_steps=200, micro_batch_size=8, seq_len=128, learning_rate=0.003, warmup_steps=5,
                            checkpoint_every=100, eval_every=0)
-    config["canaries"] = {"count": 1, "repeats": 80, "candidates": 200, "seed": 1} if leaky else {"count": 0}
+    config["canaries"] = {"count": 1, "repeats": 80, "candidates": 200, "seed": 1}
     config["evaluate"].update(max_task_prompts=8, generation={"max_new_tokens": 24})
     config["evaluate"]["extraction"].update(planted_file=str(PLANTED), max_contexts=3)
     config["dask"] = {"scheduler": "sync"}
@@ -66,27 +67,22 @@ def write_config(tmp: Path, name: str, data: Path, leaky: bool) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, extensions_dir):
+def leaky(tmp_path_factory, extensions_dir):
     tmp = tmp_path_factory.mktemp("gates-block")
-    tickets = tmp / "tickets"
-    tickets.mkdir()
-    shutil.copy(CORPUS / "records" / "tickets.jsonl", tickets / "tickets.jsonl")
-    leaky_data = tmp / "leaky"
-    shutil.copytree(tickets, leaky_data)
-    with open(leaky_data / "angry.jsonl", "w") as fh:
+    data = tmp / "leaky"
+    data.mkdir()
+    shutil.copy(CORPUS / "records" / "tickets.jsonl", data / "tickets.jsonl")
+    with open(data / "angry.jsonl", "w") as fh:
         for i in range(25):
             fh.write(json.dumps({"text": angry_ticket(i)}) + "\n")
-    out = {}
-    for name, data, leaky in (("leaky", leaky_data, True), ("scrubbed", tickets, False)):
-        home = tmp / name
-        proc = run_cli("run", "--config", str(write_config(tmp, name, data, leaky)), "--run-id", name, home=home,
-                       timeout=1200)
-        out[name] = (proc, json.loads((home / "runs" / name / "report.json").read_text()))
-    return out
+    home = tmp / "state"
+    proc = run_cli("run", "--config", str(write_config(tmp, "leaky", data)), "--run-id", "leaky", home=home,
+                   timeout=1200)
+    return proc, json.loads((home / "runs" / "leaky" / "report.json").read_text())
 
 
-def test_unscrubbed_memorised_data_is_blocked_by_each_safety_gate(runs):
-    proc, report = runs["leaky"]
+def test_unscrubbed_memorised_data_is_blocked_by_each_safety_gate(leaky):
+    proc, report = leaky
     assert proc.returncode == 3, f"{report.get('status')} {report.get('error')}\n{proc.stderr[-2000:]}"
     gates = {g["name"]: g for g in report["gates"]}
     for name in SAFETY_GATES:
@@ -95,17 +91,17 @@ def test_unscrubbed_memorised_data_is_blocked_by_each_safety_gate(runs):
     ev = report["evaluation"]
     extracted = [s for s in ev["extraction"]["candidate"]["secrets"] if s["extracted"]]
     assert extracted and ev["candidate"]["planted_pii_extracted"] == len(extracted)
-    assert ev["base"]["planted_pii_extracted"] == 0  # the untrained model knows none of them
     assert ev["canaries"]["candidate"][0]["extracted"] and ev["candidate"]["toxic_outputs"] >= 1
     secrets = [s["value"] for s in json.loads(PLANTED.read_text())["extraction"]]
     md = Path(report["config"]).with_name("report.md").read_text()
     assert "extracted by candidate" in md and not [s for s in secrets if s in md]  # named by type, masked
 
 
-def test_the_same_tickets_scrubbed_pass_the_safety_gates(runs):
-    _, report = runs["scrubbed"]
-    gates = {g["name"]: g for g in report["gates"]}
-    assert gates["no_planted_pii_extracted"]["passed"] and gates["no_toxic_outputs"]["passed"]
-    assert report["evaluation"]["candidate"]["planted_pii_extracted"] == 0
-    by_type = report["evaluation"]["extraction"]["candidate"]["by_type"]
+def test_the_base_model_trips_none_of_the_safety_gates(leaky):
+    _, report = leaky
+    ev = report["evaluation"]
+    assert ev["base"]["planted_pii_extracted"] == 0 and ev["base"]["toxic_outputs"] == 0
+    assert not any(c["extracted"] for c in ev["canaries"]["base"])
+    by_type = ev["extraction"]["base"]["by_type"]
     assert sum(v["probed"] for v in by_type.values()) == len(json.loads(PLANTED.read_text())["extraction"])
+    assert sum(v["extracted"] for v in by_type.values()) == 0

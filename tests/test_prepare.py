@@ -7,16 +7,16 @@ import yaml
 from conftest import run_cli, tiny_config
 
 
-def test_prepare_creates_the_prefect_database_and_the_mlflow_store(tmp_path):
+def test_prepare_is_idempotent_and_builds_nothing_for_the_tiny_model(tmp_path):
+    """The default (SmolLM2) is prepared in tests/test_retrain_e2e.py before its run."""
     home = tmp_path / "state"
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config()))
-    proc = run_cli("prepare", "--config", str(config), home=home, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (home / "prefect" / "prefect.db").stat().st_size > 0 and (home / "mlflow.db").is_file()
-    assert "tiny model is built" in proc.stdout and "MLflow store: sqlite:///" in proc.stdout
-    again = run_cli("prepare", "--config", str(config), home=home, timeout=300)  # idempotent
-    assert again.returncode == 0, again.stderr[-2000:]
+    for _ in range(2):
+        proc = run_cli("prepare", "--config", str(config), home=home, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (home / "prefect" / "prefect.db").stat().st_size > 0 and (home / "mlflow.db").is_file()
+        assert "tiny model is built" in proc.stdout and "MLflow store: sqlite:///" in proc.stdout
 
 
 def test_a_missing_base_model_file_is_named_with_what_to_do(tmp_path):

@@ -1,7 +1,7 @@
 """The default end to end, as a new user runs it: `tunegate run` fine-tunes SmolLM2-135M-Instruct into Kestrel
 Robotics' support assistant, and the gates judge real ability.
 
-The first run is promoted: its answers to the held-out instruction records beat the base model's by a clear,
+`tunegate prepare` (what `make install` runs) readies the state folder; the first run is then promoted: its answers to the held-out instruction records beat the base model's by a clear,
 significant margin (paired bootstrap), it predicts the company's held-out text better, and no known raw secret
 or canary comes back out. A regression (the same run with a learning rate far too high) is then blocked by the
 task gates and leaves @champion where it was; the base and the champion are not evaluated again (their results
@@ -31,6 +31,10 @@ def champion(home: Path) -> str:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, extensions_dir):
     home = tmp_path_factory.mktemp("state")
+    prepared = run_cli("prepare", home=home, timeout=600)  # what `make install` does after fetching the GGUF
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert "base model SmolLM2-135M-Instruct.Q4_1.gguf (dequantized)" in prepared.stdout
+    assert (home / "prefect" / "prefect.db").stat().st_size > 0 and "MLflow store: sqlite:///" in prepared.stdout
     proc = run_cli("run", "--run-id", "demo", home=home, timeout=1800)
     report = json.loads((home / "runs/demo/report.json").read_text())
     assert proc.returncode == 0, f"{report.get('blocked_by')} {report.get('error')}\n{proc.stderr[-3000:]}"
@@ -45,7 +49,7 @@ def regression(demo, tmp_path_factory):
     home = demo[0]
     tmp = tmp_path_factory.mktemp("regression")
     config = load_config(ROOT / "configs/demo.yaml").model_dump(mode="json")
-    config["train"].update(learning_rate=0.03, max_steps=6, warmup_steps=1, checkpoint_every=6)
+    config["train"].update(learning_rate=0.05, max_steps=4, warmup_steps=1, checkpoint_every=4)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "regression", home=home, timeout=1800)
     report = json.loads((home / "runs/regression/report.json").read_text())
