@@ -83,7 +83,7 @@ def split_ids(doc_ids: list[str], settings: SplitSettings,
     return [d for d in doc_ids if d not in eval_ids], [d for d in doc_ids if d in eval_ids]
 
 
-def pack(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
+def pack(token_lists: list[list[int]], eos_id: int, seq_len: int, dtype=np.int32) -> np.ndarray:
     """Documents joined with EOS and cut into blocks of seq_len + 1 tokens (inputs and shifted labels)."""
     stream: list[int] = []
     for ids in token_lists:
@@ -93,18 +93,12 @@ def pack(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
     n = len(stream) // width
     if n == 0:
         raise ValueError(f"training text has {len(stream)} tokens, fewer than one block of {width}")
-    return np.asarray(stream[: n * width], dtype=np.int32).reshape(n, width)
+    return np.asarray(stream[: n * width], dtype=dtype).reshape(n, width)
 
 
 def pack_masks(masks: list[list[int]], seq_len: int) -> np.ndarray:
     """The loss masks packed exactly as ``pack`` packs the tokens (the EOS after each document counts)."""
-    stream: list[int] = []
-    for m in masks:
-        stream.extend(m)
-        stream.append(1)
-    width = seq_len + 1
-    n = len(stream) // width
-    return np.asarray(stream[: n * width], dtype=np.uint8).reshape(n, width)
+    return pack(masks, 1, seq_len, np.uint8)
 
 
 def encode_for_training(tok, texts: list[str], completion_only: bool) -> tuple[list[list[int]], list[list[int]]]:

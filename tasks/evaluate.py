@@ -185,8 +185,8 @@ def extraction_probes(settings: EvalSettings, raw_snapshot: str | None) -> list[
     return extraction.build_probes(texts, secrets, settings.extraction)
 
 
-def cache_key(model: dict, tokenizer, docs: list[str], prompts: list[EvalPrompt], probes: list[extraction.Probe],
-              settings: EvalSettings, canaries: str | None, pii) -> str:
+def cache_key(model: dict, base_fingerprint: str, tokenizer, docs: list[str], prompts: list[EvalPrompt],
+              probes: list[extraction.Probe], settings: EvalSettings, canaries: str | None, pii) -> str:
     """What an evaluation's result depends on, hashed (see the module's docstring)."""
     from tasks import snapshot
     from tasks.model import weights_fingerprint
@@ -198,7 +198,7 @@ def cache_key(model: dict, tokenizer, docs: list[str], prompts: list[EvalPrompt]
         return Path(path).read_text(encoding="utf-8") if path and Path(path).is_file() else None
 
     return snapshot.stable_hash(
-        EVAL_CODE_VERSION, model.get("base_fingerprint") or content(model["base"]), content(model.get("adapter")),
+        EVAL_CODE_VERSION, base_fingerprint, content(model.get("adapter")),
         content(model["tokenizer"]), docs, [(p.set, p.render(tokenizer), p.reference) for p in prompts],
         [(p.secret.type, p.secret.value, p.prompt) for p in probes], file_text(canaries),
         settings.model_dump(mode="json", exclude={"prompts_file", "pii_probe_prompts", "toxicity_words"}),
@@ -234,7 +234,8 @@ def evaluate_models(models: dict[str, dict], eval_texts: str, settings: EvalSett
             tokenizers[path] = AutoTokenizer.from_pretrained(path)
         cached = None
         if cache_dir is not None:
-            key = cache_key(m, tokenizers[path], docs, prompts, probes, settings, canaries, pii)
+            key = cache_key(m, pool.fingerprint(m["base"], m.get("base_fingerprint")), tokenizers[path], docs, prompts,
+                            probes, settings, canaries, pii)
             cached = Path(cache_dir) / f"{key}.json"
             if cached.is_file():
                 out[name] = ModelEval.model_validate_json(cached.read_text()).model_copy(

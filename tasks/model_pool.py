@@ -49,7 +49,18 @@ class ModelPool:
 
     def __init__(self) -> None:
         self._models: dict[str, object] = {}  # base fingerprint -> the base model, or a PeftModel around it
+        self._fingerprints: dict[str, str] = {}  # base folder -> its weights fingerprint, hashed once
         self.loads = 0  # models read from disk (bases and stand-alone models), for tests and timing
+
+    def fingerprint(self, base: str, known: str | None = None) -> str:
+        """The base's weights fingerprint: ``known`` when the caller already has it, else hashed once per folder."""
+        if known:
+            return known
+        if base not in self._fingerprints:
+            from tasks.model import weights_fingerprint
+
+            self._fingerprints[base] = weights_fingerprint(Path(base))
+        return self._fingerprints[base]
 
     def _base(self, fingerprint: str, path: str):
         if fingerprint not in self._models:
@@ -72,10 +83,7 @@ class ModelPool:
             finally:
                 del model
             return
-        if fingerprint is None:
-            from tasks.model import weights_fingerprint
-
-            fingerprint = weights_fingerprint(Path(base))
+        fingerprint = self.fingerprint(base, fingerprint)
         model = self._base(fingerprint, base)
         from peft import PeftModel
 

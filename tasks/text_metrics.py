@@ -47,20 +47,25 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
     return 100.0 * hits / len(predictions)
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean F-measure of ROUGE-1, ROUGE-2 and ROUGE-L (longest common subsequence), 0-100."""
+def _rouge_fmeasures(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Each pair's F-measure (0-1) of ROUGE-1, ROUGE-2 and ROUGE-L, in order."""
     from rouge_score import rouge_scorer
 
-    _check(predictions, references)
-    if not predictions:
-        return {k: 0.0 for k in ROUGE_TYPES}
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    out: dict[str, list[float]] = {k: [] for k in ROUGE_TYPES}
     for p, r in zip(predictions, references):
         scores = scorer.score(r, p)  # score(target, prediction)
         for k in ROUGE_TYPES:
-            totals[k] += scores[k].fmeasure
-    return {k: 100.0 * v / len(predictions) for k, v in totals.items()}
+            out[k].append(scores[k].fmeasure)
+    return out
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean F-measure of ROUGE-1, ROUGE-2 and ROUGE-L (longest common subsequence), 0-100."""
+    _check(predictions, references)
+    if not predictions:
+        return {k: 0.0 for k in ROUGE_TYPES}
+    return {k: 100.0 * sum(v) / len(predictions) for k, v in _rouge_fmeasures(predictions, references).items()}
 
 
 def bleu(predictions: list[str], references: list[str]) -> float:
@@ -87,17 +92,12 @@ def per_example(predictions: list[str], references: list[str]) -> dict[str, list
     """Each pair's ROUGE-1/2/L F-measure, sentence chrF and exact match (0-100), for paired bootstrap intervals
     (tasks/bootstrap.py); the means of the ROUGE and exact-match lists are the corpus figures above."""
     import sacrebleu
-    from rouge_score import rouge_scorer
 
     _check(predictions, references)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
-    out: dict[str, list[float]] = {k: [] for k in (*ROUGE_TYPES, "chrf", "exact_match")}
-    for p, r in zip(predictions, references):
-        scores = scorer.score(r, p)
-        for k in ROUGE_TYPES:
-            out[k].append(100.0 * scores[k].fmeasure)
-        out["chrf"].append(float(sacrebleu.sentence_chrf(p, [r]).score))
-        out["exact_match"].append(100.0 * (normalize_answer(p) == normalize_answer(r)))
+    out: dict[str, list[float]] = {k: [100.0 * f for f in v]
+                                   for k, v in _rouge_fmeasures(predictions, references).items()}
+    out["chrf"] = [float(sacrebleu.sentence_chrf(p, [r]).score) for p, r in zip(predictions, references)]
+    out["exact_match"] = [100.0 * (normalize_answer(p) == normalize_answer(r)) for p, r in zip(predictions, references)]
     return out
 
 
