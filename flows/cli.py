@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from flows import temporary_api
 from tasks.state import StatePaths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -59,6 +60,8 @@ def run(
         if not config.is_file():
             fail(f"no run to resume: {config} does not exist")
         run_id = resume
+    _prefect_home(state)
+    prefect_api_ready = temporary_api.start()  # starts while the config and the pipeline import
     cfg = _config(config)
     if data:
         missing = [str(p) for p in data if not p.exists()]
@@ -77,11 +80,14 @@ def run(
     for label, p in files:
         if not Path(p).is_file():
             fail(f"{label}: file not found: {p}")
-    _prefect_home(state)
     from flows.retrain import retrain
 
     from tasks.executor import close_clients
 
+    try:
+        prefect_api_ready()
+    except temporary_api.TemporaryApiError as exc:
+        fail(str(exc))
     try:
         rep = retrain(cfg, run_id=run_id, home=str(state.home))
     finally:
@@ -90,6 +96,9 @@ def run(
     model = rep.get("model") or {}
     if rep["status"] == "promoted":
         typer.echo(f"promoted {model['name']} v{model['version']} to @champion (report: {where})")
+    elif rep["status"] == "blocked" and not model:  # a data contract stopped it before training
+        typer.echo(f"blocked before training: {'; '.join(rep['blocked_by'])}; nothing registered (report: {where})")
+        raise typer.Exit(EXIT_BLOCKED)
     elif rep["status"] == "blocked":
         typer.echo(f"blocked: {model.get('name')} v{model.get('version')} stays @challenger; "
                    f"{'; '.join(rep['blocked_by'])} (report: {where})")
@@ -261,14 +270,20 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
 def promote(
     version: Annotated[str, typer.Argument(help="model version to make @champion")],
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+    force: Annotated[bool, typer.Option("--force", help="promote a version its run blocked")] = False,
 ) -> None:
-    """Move @champion to VERSION by hand (the previous champion is remembered for rollback)."""
+    """Move @champion to VERSION by hand (the previous champion is remembered for rollback). A version its
+    run blocked (a failed contract or gate) is refused unless --force."""
     from mlflow.exceptions import MlflowException
 
     from tasks import registry
 
     uri, model = _registry(name)
     try:
+        if not force:
+            why = registry.blocked_reason(uri, model, version)
+            if why is not None:
+                fail(f"{model} v{version} was blocked by its run: {why}; promote it anyway with --force")
         before, after = registry.promote(uri, model, version)
     except MlflowException as exc:
         fail(f"cannot promote {model} v{version}: {exc.message}")

@@ -138,6 +138,8 @@ def drift(
     for label, p in (("NEW_DATA", new_data), ("--reference", reference), ("--config", config), ("--thresholds", thresholds)):
         if p is not None and not p.exists():
             fail(f"{label}: no such file or folder: {p}")
+    if new_data.is_dir() and not any(f.is_file() for f in new_data.rglob("*")):
+        fail(f"NEW_DATA: no input files under {new_data}")  # one line, before any flow starts
     state = StatePaths.from_env()
     if not os.environ.get("PREFECT_API_URL"):
         _prefect_home(state)
@@ -219,6 +221,9 @@ def server(
     env = {**os.environ, "PREFECT_HOME": str(state.home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)  # the server is not a client of another server
+    # the UI calls the API where this server serves it (without this, the port Prefect defaults to: 4200)
+    env.update(PREFECT_UI_API_URL=f"http://{host}:{prefect_port}/api", PREFECT_SERVER_API_HOST=host,
+               PREFECT_SERVER_API_PORT=str(prefect_port))
     mlflow_db = f"sqlite:///{state.home / 'mlflow.db'}"
     commands = {
         "Prefect": ([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(prefect_port),

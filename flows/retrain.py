@@ -44,6 +44,14 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+class ContractStop(Exception):
+    """A data contract failed and ``contract.on_failure`` is ``stop``: the run ends before training."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the {kind} contract failed")
+        self.kind = kind
+
+
 class StageClock:
     """Wall seconds per stage, for the report."""
 
@@ -82,7 +90,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         clock.lap("ingest")
         (run_dir / "quarantine").mkdir(exist_ok=True)
         shutil.copyfile(Path(raw.path) / "quarantine.jsonl", run_dir / "quarantine" / "quarantine.jsonl")
-        check_contract(rep, raw, config.contract.raw, "raw")
+        record_snapshots(rep, {"ingest": raw})
+        check_contract(rep, raw, config.contract.raw, "raw", stop=config.contract.on_failure == "stop")
         clock.lap("contract_raw")
         cleaned = clean_task(raw, config.clean, config.dask, store)
         clock.lap("clean")
@@ -90,10 +99,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         clock.lap("dedup")
         curated = scrub_task(deduped, config.pii, config.dask, store)
         clock.lap("pii")
-        snaps = {"ingest": raw, "clean": cleaned, "dedup": deduped, "pii": curated}
-        rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
-        rep["counts"] = stage_counts(snaps)
-        check_contract(rep, curated, config.contract.curated, "curated")
+        record_snapshots(rep, {"ingest": raw, "clean": cleaned, "dedup": deduped, "pii": curated})
+        check_contract(rep, curated, config.contract.curated, "curated", stop=config.contract.on_failure == "stop")
         close_clients()  # the data stages are done: local Dask workers give their memory and cores to training
         clock.lap("contract")
 
@@ -106,7 +113,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"),
                             config.canaries, config.train.completion_only)
         rep["dataset"] = data.model_dump()
-        check_contract(rep, curated, config.contract.training, "training", split_sets(data))
+        check_contract(rep, curated, config.contract.training, "training", split_sets(data),
+                       stop=config.contract.on_failure == "stop")
         clock.lap("split")
 
         job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path, train_blocks=data.train_blocks,
@@ -170,6 +178,11 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
             rep["model"] = {"name": final.name, "version": final.version, "aliases": final.aliases,
                             "mlflow_run_id": final.mlflow_run_id}
         rep["status"] = status
+    except ContractStop as stop:  # nothing trained, nothing registered; the report says which contract and why
+        rep["status"] = "blocked"
+        rep["stopped_at"] = f"contract_{stop.kind}"
+        log.warning("blocked before training: %s; nothing registered (contract.on_failure: stop)",
+                    "; ".join(rep["blocked_by"]))
     except Exception as exc:  # the report says what failed; the CLI turns it into one line and exit 1
         rep["status"] = "failed"
         rep["error"] = f"{type(exc).__name__}: {exc}"
@@ -210,8 +223,15 @@ def attach_to_mlflow(rep: dict[str, Any], tracking_uri: str, mlflow_run_id: str 
         get_run_logger().warning("could not log the report to MLflow run %s: %s", mlflow_run_id, exc)
 
 
+def record_snapshots(rep: dict[str, Any], snaps: dict) -> None:
+    """The data stages' snapshots so far, and their counts, into the report."""
+    rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
+    rep["counts"] = stage_counts(snaps)
+
+
 def stage_counts(snaps: dict) -> dict[str, Any]:
-    m = {k: v.manifest()["stats"] for k, v in snaps.items()}
+    """Document counts of the stages run so far (a stage not run yet counts nothing)."""
+    m = {k: snaps[k].manifest()["stats"] if k in snaps else {} for k in ("ingest", "clean", "dedup", "pii")}
     return {
         "files": m["ingest"].get("inputs"),
         "documents": m["ingest"].get("documents"),
@@ -225,13 +245,14 @@ def stage_counts(snaps: dict) -> dict[str, Any]:
         "exact_duplicates": m["dedup"].get("exact_duplicates"),
         "near_duplicates": m["dedup"].get("near_duplicates"),
         "instruction_records": m["clean"].get("instructions"),
-        "curated_documents": snaps["pii"].rows,
+        "curated_documents": snaps["pii"].rows if "pii" in snaps else None,
         "pii_entities": m["pii"].get("pii_entities", {}),
     }
 
 
-def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, train_eval=None) -> None:
-    """Validate one snapshot kind against its suite; failures join the run's blocked_by."""
+def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, train_eval=None, stop: bool = True) -> None:
+    """Validate one snapshot kind against its suite; failures join the run's blocked_by, and with ``stop``
+    end the run here (ContractStop)."""
     if suite is None:
         return
     result = contract_task(ref, suite, kind, train_eval)
@@ -239,6 +260,8 @@ def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, trai
     rep["blocked_by"] += result.failures
     if result.failures:
         get_run_logger().warning("%s contract failed: %s", kind, "; ".join(result.failures))
+        if stop:
+            raise ContractStop(kind)
 
 
 def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, status, blocked_by) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from prefect import task
@@ -26,9 +26,15 @@ class ContractSettings(BaseModel):
     raw: Path | None = Field(Path("data_contracts/raw.json"), description="ingested documents")
     curated: Path | None = Field(Path("data_contracts/curated.json"), description="documents after dedup and PII")
     training: Path | None = Field(Path("data_contracts/training.json"), description="the training split")
+    on_failure: Literal["stop", "continue"] = Field(
+        "stop", description="stop: a failed contract ends the run before training (status blocked, report "
+        "written, nothing registered); continue: train, evaluate and register the model as @challenger anyway")
 
     def suites(self) -> dict[str, Path]:
         return {k: v for k, v in (("raw", self.raw), ("curated", self.curated), ("training", self.training)) if v}
+
+
+MAX_EXAMPLES = 5  # offending documents kept per failed expectation
 
 
 class ExpectationOutcome(BaseModel):
@@ -38,12 +44,17 @@ class ExpectationOutcome(BaseModel):
     success: bool
     observed: Any = None
     unexpected_count: int | None = None
+    # for a failed expectation: up to MAX_EXAMPLES offending documents, {source, doc_id, value} (a matched
+    # span masked, or the offending value of a derived column)
+    examples: list[dict[str, str]] = []
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k not in {"column", "batch_id"})
         where = f" on '{self.column}'" if self.column else ""
         what = f"observed {self.observed}" if self.observed is not None else f"{self.unexpected_count} rows unexpected"
-        return f"{self.expectation}{where} ({args}): {what}"
+        shown = "; ".join(f"{e['source']} ({e['value']})" for e in self.examples[:2])
+        more = f", e.g. {shown}" if shown else ""
+        return f"{self.expectation}{where} ({args}): {what}{more}"
 
 
 class ContractResult(BaseModel):
@@ -116,8 +127,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def mask(span: str) -> str:
+    """A matched value with its letters and digits starred but the first two and last two."""
+    chars = [i for i, ch in enumerate(span) if ch.isalnum()]
+    hidden = set(chars[2:-2]) if len(chars) > 6 else set(chars[1:])
+    return "".join("*" if i in hidden else ch for i, ch in enumerate(span))
+
+
+def _example(row, column: str | None, kwargs: dict[str, Any]) -> dict[str, str]:
+    """An offending document: where it came from and what offended (a regex match masked, a value)."""
+    text = row.get("text") if "text" in row else None
+    value: Any = row.get(column) if column and column in row else None
+    if column == "residual_pii" and isinstance(text, str):
+        found = RESIDUAL_PII.search(text)
+        value = f"{column}={row[column]}: {mask(found.group())}" if found else f"{column}={row[column]}"
+    elif column == "text" and isinstance(text, str):
+        found = re.search(kwargs["regex"], text) if kwargs.get("regex") else None
+        value = f"matched {mask(found.group())!r}" if found else f"{len(text)} characters"
+    elif column:
+        value = f"{column}={str(value)[:60]}"
+    return {"source": str(row.get("source", "?")), "doc_id": str(row.get("doc_id", "?")), "value": str(value or "")}
+
+
+def _examples(df, column: str | None, kwargs: dict[str, Any], index: list[dict]) -> list[dict[str, str]]:
+    """The offending rows GE reported (by doc_id), as examples."""
+    ids = [str(i.get("doc_id")) for i in index[:MAX_EXAMPLES] if isinstance(i, dict) and "doc_id" in i]
+    if not ids or "doc_id" not in df.columns:
+        return []
+    rows = df[df["doc_id"].astype(str).isin(ids)].head(MAX_EXAMPLES)
+    return [_example(row, column, kwargs) for row in rows.to_dict("records")]
+
+
 def run_suite(df, suite: dict[str, Any]) -> list[ExpectationOutcome]:
-    """Validate a pandas DataFrame against a suite (as a dict) with Great Expectations."""
+    """Validate a pandas DataFrame against a suite (as a dict) with Great Expectations; a failed row-level
+    expectation names its first offending documents (GE reports them by doc_id)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -125,18 +168,23 @@ def run_suite(df, suite: dict[str, Any]) -> list[ExpectationOutcome]:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("tunegate").add_dataframe_asset("snapshot")
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+    if "doc_id" in df.columns:
+        result_format["unexpected_index_column_names"] = ["doc_id"]
     outcomes = []
-    for r in batch.validate(gx.ExpectationSuite(**suite)).results:
+    for r in batch.validate(gx.ExpectationSuite(**suite), result_format=result_format).results:
         kwargs = {k: v for k, v in dict(r.expectation_config.kwargs).items() if k != "batch_id"}
         res = r.result or {}
         outcomes.append(
             ExpectationOutcome(
                 expectation=r.expectation_config.type,
                 column=kwargs.get("column"),
-                kwargs=_plain(kwargs),
+                kwargs=_plain({k: v for k, v in kwargs.items() if k not in {"result_format"}}),
                 success=bool(r.success),
                 observed=_plain(res.get("observed_value")),
                 unexpected_count=_plain(res.get("unexpected_count")),
+                examples=[] if r.success else _examples(df, kwargs.get("column"), kwargs,
+                                                        res.get("partial_unexpected_index_list") or []),
             )
         )
     return outcomes
@@ -160,6 +208,7 @@ def _merge(into: dict[str, ExpectationOutcome], outcomes: list[ExpectationOutcom
             seen.success = seen.success and o.success
             if seen.unexpected_count is not None or o.unexpected_count is not None:
                 seen.unexpected_count = (seen.unexpected_count or 0) + (o.unexpected_count or 0)
+            seen.examples = (seen.examples + o.examples)[:MAX_EXAMPLES]
 
 
 def validate_snapshot(ref: snapshot.SnapshotRef, suite_path: Path, kind: str,
@@ -176,14 +225,20 @@ def validate_snapshot(ref: snapshot.SnapshotRef, suite_path: Path, kind: str,
     on_text = [e for e in suite.get("expectations", []) if (e.get("kwargs") or {}).get("column") == "text"]
     on_table = [e for e in suite.get("expectations", []) if e not in on_text]
     row_level: dict[str, ExpectationOutcome] = {}
-    light = []
+    light, residual = [], []
     for table in snapshot.iter_tables(ref):
         df = frame_for_contract(table, train_eval)
         if on_text and (len(df) or not row_level):
             _merge(row_level, run_suite(df, {**suite, "expectations": on_text}))
+        if len(residual) < MAX_EXAMPLES:  # the documents behind a failed residual_pii statistic
+            hits = df[df["residual_pii"] > 0].head(MAX_EXAMPLES - len(residual))
+            residual += [_example(row, "residual_pii", {}) for row in hits.to_dict("records")]
         light.append(df.drop(columns=["text"]))
     whole = pd.concat(light, ignore_index=True) if light else pd.DataFrame()
     outcomes = list(row_level.values()) + (run_suite(whole, {**suite, "expectations": on_table}) if on_table else [])
+    for o in outcomes:
+        if not o.success and o.column == "residual_pii" and not o.examples:
+            o.examples = residual
     return ContractResult(kind=kind, suite=str(suite_path), passed=all(o.success for o in outcomes), rows=len(whole),
                           expectations=outcomes)
 

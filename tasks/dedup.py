@@ -442,9 +442,11 @@ def dedup_snapshot(ref, settings: DedupSettings, store):
 
     def produce(stats: dict, extra: dict):
         removed = find_duplicates(rows(), settings)
+        import pyarrow as pa
+
         for table in snapshot.iter_tables(ref):
-            keep = [d not in removed for d in table.column("doc_id").to_pylist()]
-            yield table.filter(keep)
+            keep = pa.array([d not in removed for d in table.column("doc_id").to_pylist()], type=pa.bool_())
+            yield table.filter(keep)  # typed: an empty list alone would be a null array, which filter refuses
         kinds = [r["kind"] for r in removed.values()]
         stats.update(exact_duplicates=kinds.count("exact"), near_duplicates=kinds.count("near"),
                      kept=ref.rows - len(removed))

@@ -136,8 +136,10 @@ class GateResult(BaseModel):
         verdict = "passed" if self.passed else "failed"
         base = self.baseline if self.baseline_value is None else f"{self.baseline} {self.baseline_value:.4g}"
         interval = f"; difference {self.delta.describe()}" if self.delta is not None else ""
-        return (f"gate {self.name} {verdict}: {self.metric} {self.value:.4g} {self.op} {self.threshold:.4g} "
-                f"({base}{interval})")
+        # a failed gate states the condition that did not hold, not a comparison that reads as true
+        condition = (f"{self.value:.4g} {self.op} {self.threshold:.4g}" if self.passed
+                     else f"{self.value:.4g}, required {self.op} {self.threshold:.4g}")
+        return f"gate {self.name} {verdict}: {self.metric} {condition} ({base}{interval})"
 
 
 def load_gates(path: str | Path) -> list[Gate]:

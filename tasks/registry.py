@@ -343,6 +343,15 @@ def _history(c, name: str) -> list[str]:
         return []
 
 
+def blocked_reason(tracking_uri: str, name: str, version: str) -> str | None:
+    """What blocked ``version`` in the run that registered it (its status and blocked_by tags), or None."""
+    with bounded_http():
+        tags = client(tracking_uri).get_model_version(name, str(version)).tags
+    if tags.get("status") != "blocked":
+        return None
+    return tags.get("blocked_by") or "blocked"
+
+
 def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str]:
     """Move @champion to ``version``; the previous champion joins the history. Returns (from, to)."""
     c = client(tracking_uri)

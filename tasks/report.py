@@ -99,6 +99,11 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{', '.join('@' + a for a in model.get('aliases', [])) or 'none'}.")
     if r.get("blocked_by"):
         parts += ["", "**Blocked by:**", *[f"- {b}" for b in r["blocked_by"]]]
+    if r.get("stopped_at"):
+        kind = r["stopped_at"].removeprefix("contract_")
+        parts += ["", f"The run stopped at the {kind} contract, before training (`contract.on_failure: stop`): "
+                      "nothing was trained or registered. With `contract.on_failure: continue` a run trains, "
+                      "evaluates and registers its model as @challenger despite a failed contract."]
     if r.get("error"):
         parts += ["", f"**Error:** {r['error']}"]
     gates = r.get("gates")
@@ -111,6 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
     if c:
         parts += ["", "## Data", _table(["what", "count"], [[k.replace("_", " "), v] for k, v in c.items()
                                                           if not isinstance(v, dict)])]
+        if c.get("quality_filters"):
+            parts += ["", "Quality filters: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["quality_filters"].items())]
         if c.get("pii_entities"):
             parts += ["", "PII entities scrubbed: " + ", ".join(f"{k} {v}" for k, v in c["pii_entities"].items())]
     ds = r.get("dataset") or {}
@@ -129,6 +136,11 @@ def markdown(report: dict[str, Any]) -> str:
         verdict = "passed" if contract["passed"] else "FAILED"
         parts += ["", f"## {contract['kind'].capitalize()} contract `{Path(contract['suite']).name}` — {verdict}",
                   _table(["expectation", "column", "result", "observed / unexpected"], rows)]
+        for e in contract["expectations"]:
+            if e.get("examples"):
+                parts += ["", f"Documents failing `{e['expectation']}`" + (f" on `{e['column']}`" if e.get("column") else "")
+                          + f" (first {len(e['examples'])}; matched values masked):",
+                          *[f"- `{x['source']}` (doc `{x['doc_id'][:12]}`): {x['value']}" for x in e["examples"]]]
     t = r.get("training")
     if t:
         parts += ["", "## Training", _table(["method", "steps", "first loss", "final loss", "tokens/s", "resumed from",
@@ -140,9 +152,6 @@ def markdown(report: dict[str, Any]) -> str:
                           "and settings); its adapter and metrics were copied."]
         if t.get("final_eval_loss") is not None:
             parts += ["", f"Held-out loss at the end of training: {_fmt(t['final_eval_loss'])}"]
-        if t.get("reused"):
-            parts += ["", "Training reused: an identical job (same base model, data, tokenizer and settings) had "
-                          "been trained to the end before; its result was copied from the training cache."]
         if r.get("loss_curve"):
             parts += ["", f"![loss curve]({Path(r['loss_curve']).name})"]
     ev = r.get("evaluation")

@@ -288,3 +288,12 @@ def test_drift_command_names_a_missing_path(tmp_path):
     proc = run_cli("drift", str(tmp_path / "nope.jsonl"), home=tmp_path / "state")
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: NEW_DATA: no such file or folder: {tmp_path / 'nope.jsonl'}"
+
+
+def test_drift_command_on_an_empty_folder_says_so_in_one_line(tmp_path):
+    from conftest import CORPUS, run_cli
+
+    (tmp_path / "drop" / "empty-sub").mkdir(parents=True)
+    proc = run_cli("drift", str(tmp_path / "drop"), "--reference", str(CORPUS), home=tmp_path / "state")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: NEW_DATA: no input files under {tmp_path / 'drop'}"

@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import yaml
 
@@ -118,6 +119,9 @@ def test_server_and_serve_listen_on_loopback_only(tmp_path):
         ports = {p for _, _, p in sockets}
         assert {prefect_port, mlflow_port} <= ports, sockets
         assert all(addr in LOOPBACK for _, addr, _ in sockets), sockets
+        # the Prefect UI served there calls the API on that port, not Prefect's default 4200
+        ui = httpx.get(f"http://127.0.0.1:{prefect_port}/ui-settings", timeout=30, follow_redirects=True).json()
+        assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api", ui
 
         api = f"http://127.0.0.1:{prefect_port}/api"
         serve = subprocess.Popen([str(TUNEGATE), "serve", "--config", str(ROOT / "configs/tiny.yaml")], cwd=ROOT,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import conftest
-from conftest import ROOT, SHARED_EVAL, TUNEGATE
+from conftest import ROOT, SHARED_EVAL, TUNEGATE, seed_prefect_db
 from test_operations import SERVER_ENV, free_port, healthy, start, stop, wait_for
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
@@ -208,6 +208,7 @@ def faulty(tmp_path_factory, extensions_dir):
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     for key in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_REGISTRY_URI", "TUNEGATE_DASK_ADDRESS"):
         env.pop(key, None)
+    seed_prefect_db(home)
     out: dict = {"home": home, "store": store, "uri": uri, "config": config}
     server_log = tmp / "mlflow.log"
     server = start_mlflow(tmp, port, server_log)  # starts while run 1 ingests

@@ -110,3 +110,30 @@ def test_metadata_strings_are_scrubbed_too():
     (out,) = scrub_documents([doc], PiiSettings(), Counter())
     meta = json.loads(out["metadata"])
     assert "Maria Gonzalez" not in meta["title"] and meta["pages"] == 2
+
+
+def test_a_failed_contract_names_the_offending_documents_with_the_match_masked(tmp_path):
+    """"residual_pii 36" alone gave no clue: the failure names the source files and doc ids behind it, with
+    the matched value masked, in the message and in the report."""
+    from tasks import report, snapshot
+    from tasks.contracts import validate_snapshot
+    from tasks.records import make_document, to_table
+
+    stats = [make_document(f"sports/results-{i}.txt", 0, GOOD + f"Season totals 4111 2222 3333 {4000 + i} goals.",
+                           "text/plain", {}) for i in range(3)]
+    docs = [make_document(f"docs/page-{i}.txt", 0, t, "text/plain", {}) for i, t in enumerate(goods(12))] + stats
+    ref = snapshot.materialize(tmp_path / "snap", "curated", input_fingerprint="football", params={},
+                               code_version="t", produce=lambda s, e: [to_table(docs)])
+    result = validate_snapshot(ref, SUITE, "curated")
+    failed = {e.expectation + (f":{e.column}" if e.column else ""): e for e in result.expectations if not e.success}
+    card, total = failed["expect_column_values_to_not_match_regex:text"], failed["expect_column_sum_to_be_between:residual_pii"]
+    for outcome in (card, total):
+        assert {x["source"] for x in outcome.examples} == {d["source"] for d in stats}
+        assert {x["doc_id"] for x in outcome.examples} == {d["doc_id"] for d in stats}
+        assert all("41" in x["value"] and "*" in x["value"] and "2222" not in x["value"] for x in outcome.examples)
+    message = "; ".join(result.failures)
+    assert "sports/results-0.txt" in message and "4111 2222" not in message
+    md = report.markdown({"run_id": "r", "status": "blocked", "contracts": [
+        {**result.model_dump(mode="json"), "failures": result.failures}]})
+    assert "Documents failing `expect_column_sum_to_be_between` on `residual_pii`" in md
+    assert "`sports/results-1.txt`" in md and "3333" not in md

@@ -361,3 +361,29 @@ def test_check_text_never_crashes(text):
     result = check_text(text, QualitySettings())
     assert isinstance(result, list) and all(name in FILTER_NAMES for name in result)
     assert result == sorted(result, key=FILTER_NAMES.index)
+
+
+def test_the_report_lists_the_quality_filters_drops_by_reason():
+    from flows.retrain import stage_counts
+    from tasks import report
+    from tasks.clean import CleanSettings, clean_snapshot
+    from tasks.executor import DaskSettings
+    from tasks.records import make_document, to_table
+    from tasks import snapshot
+    import tempfile
+    from pathlib import Path
+
+    from conftest import company_documents
+
+    texts = [p.read_text() for p in company_documents()[:4]] + ["buy now " * 60, "lorem ipsum dolor " * 40]
+    docs = [make_document(f"in/{i}.txt", 0, t, "text/plain", {}) for i, t in enumerate(texts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = snapshot.materialize(Path(tmp), "ingest", input_fingerprint="q", params={}, code_version="t",
+                                   produce=lambda s, e: [to_table(docs)])
+        cleaned = clean_snapshot(raw, CleanSettings(), DaskSettings(scheduler="sync"), Path(tmp))
+        counts = stage_counts({"ingest": raw, "clean": cleaned})
+    assert cleaned.rows == 4 and counts["dropped_quality"] == 2 and sum(counts["quality_filters"].values()) >= 2
+    md = report.markdown({"run_id": "r", "status": "blocked", "counts": counts})
+    line = next(x for x in md.splitlines() if x.startswith("Quality filters: "))
+    for reason, n in counts["quality_filters"].items():
+        assert f"{reason.replace('_', ' ')} {n}" in line

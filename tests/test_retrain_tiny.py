@@ -51,10 +51,29 @@ def blocked(demo, tmp_path_factory):
             e["kwargs"]["min_value"] = 100_000
     (tmp / "suite.json").write_text(json.dumps(suite))
     config = tiny_config()
-    config["contract"] = {"curated": str(tmp / "suite.json"), "raw": None, "training": None}
+    # continue: the run trains, evaluates and registers its model as @challenger despite the failed contract
+    config["contract"] = {"curated": str(tmp / "suite.json"), "raw": None, "training": None, "on_failure": "continue"}
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "blocked", home=home)
     report = json.loads((home / "runs/blocked/report.json").read_text())
+    return home, proc, report, first
+
+
+@pytest.fixture(scope="module")
+def stopped(demo, tmp_path_factory):
+    """The same failing contract under the default contract.on_failure (stop)."""
+    home, _, first = demo
+    tmp = tmp_path_factory.mktemp("stopped")
+    suite = json.loads((ROOT / "data_contracts/curated.json").read_text())
+    for e in suite["expectations"]:
+        if e["type"] == "expect_table_row_count_to_be_between":
+            e["kwargs"]["min_value"] = 100_000
+    (tmp / "suite.json").write_text(json.dumps(suite))
+    config = tiny_config()
+    config["contract"]["curated"] = str(tmp / "suite.json")
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "stopped", home=home)
+    report = json.loads((home / "runs/stopped/report.json").read_text())
     return home, proc, report, first
 
 
@@ -145,6 +164,28 @@ def test_failed_contract_blocks_and_leaves_champion(blocked):
     assert aliases(home, name, version) == ["challenger"]
 
 
+def test_failed_contract_stops_the_run_before_training_by_default(stopped):
+    import mlflow
+
+    home, proc, report, first = stopped
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert report["status"] == "blocked" and report["stopped_at"] == "contract_curated"
+    assert any("expect_table_row_count_to_be_between" in b for b in report["blocked_by"])
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("blocked before training: ") and "nothing registered" in last
+    assert "training" not in report and "model" not in report and "evaluation" not in report
+    assert not (home / "runs/stopped/train").exists()
+    from tasks.registry import RUN_TAG
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`{RUN_TAG}` = 'stopped'") == []
+    assert c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`{RUN_TAG}` = 'demo'") != []
+    assert champion(home, NAME) == first["model"]["version"]
+    md = (home / "runs/stopped/report.md").read_text()
+    assert "BLOCKED" in md and "stopped at the curated contract, before training" in md
+
+
 def test_second_run_reuses_the_snapshots(blocked):
     _, _, report, first = blocked
     for stage, snap in report["snapshots"].items():
@@ -157,7 +198,11 @@ def test_models_promote_and_rollback_move_only_champion(blocked):
     name, v1, v2 = first["model"]["name"], first["model"]["version"], report["model"]["version"]
     listing = run_cli("models", home=home)
     assert listing.returncode == 0 and "@champion" in listing.stdout and "blocked" in listing.stdout
-    assert run_cli("promote", v2, "--name", NAME, home=home).returncode == 0
+    refused = run_cli("promote", v2, "--name", NAME, home=home)  # its run was blocked by a contract
+    assert refused.returncode == 1 and champion(home, name) == v1
+    assert refused.stderr.strip().startswith(f"error: {NAME} v{v2} was blocked by its run: ")
+    assert "expect_table_row_count_to_be_between" in refused.stderr and "--force" in refused.stderr
+    assert run_cli("promote", v2, "--name", NAME, "--force", home=home).returncode == 0
     assert champion(home, name) == v2 and "challenger" in aliases(home, name, v2)
     back = run_cli("rollback", "--name", NAME, home=home)
     assert back.returncode == 0 and f"v{v2} -> v{v1}" in back.stdout

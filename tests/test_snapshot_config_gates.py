@@ -102,7 +102,9 @@ def test_gates_relative_absolute_and_fallback_to_base():
                   {"base": base, "champion": {"perplexity": 50.0, "bits_per_byte": 2.0, "rougeL": 20.0}})
     assert [r.passed for r in worse] == [True, False, False, False]
     assert worse[1].baseline == "champion" and "gate champ failed" in worse[1].describe()
-    assert "rougeL 18.9 >= 19" in worse[3].describe()
+    # a failed gate states the condition that did not hold ("18.9 >= 19" would read as a true statement)
+    assert "rougeL 18.9, required >= 19 " in worse[3].describe() and ">= 19" not in worse[3].describe().split(",")[0]
+    assert "perplexity 40 < " in results[0].describe()
 
 
 def test_gates_file_loads_and_missing_file_names_path(tmp_path):
