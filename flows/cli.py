@@ -155,6 +155,27 @@ def prepare(
     typer.echo(f"MLflow store: {uri}")
 
 
+@app.command()
+def init(
+    out: Annotated[Path, typer.Argument(help="the config file to write")],
+    source: Annotated[Optional[Path], typer.Option("--from", help="config to start from (default: the demo's)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+) -> None:
+    """Write a config to edit: the demo's (or --from's) with its paths made absolute, so it runs from any folder."""
+    from flows.config import ConfigError, relocated_config_text
+
+    source = source or Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    if out.exists() and not overwrite:
+        fail(f"{out} exists: choose another name or pass --overwrite")
+    try:
+        text = relocated_config_text(source)
+    except ConfigError as exc:
+        fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out} (from {source}); run it with: tunegate run --config {out}")
+
+
 def _stage_store() -> Path:
     return StatePaths.from_env().snapshots
 

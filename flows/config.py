@@ -6,8 +6,10 @@ that names the field. Relative paths in a config file are resolved against the f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.canaries import CanarySettings
@@ -101,6 +103,25 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     config = resolve_paths(config, path.parent.resolve())
     check_gates_file(config)
     return config
+
+
+# a relative path in a config's YAML: a value (or list item) starting with ./ or ../
+_RELATIVE_PATH = re.compile(r"(?<=[\s\[,])(\.\.?/[^\s\],#'\"]*)")
+
+
+def relocated_config_text(source: Path) -> str:
+    """The text of the config ``source`` with every relative path made absolute (comments kept), so the file
+    works wherever it is copied to and whichever folder a run starts in. Checked: it loads to the same
+    config as ``source``; if a path could not be rewritten in place, every setting is written out instead."""
+    source = Path(source).resolve()
+    text = source.read_text()
+    relocated = _RELATIVE_PATH.sub(lambda m: str((source.parent / m.group(1)).resolve()), text)
+    want = load_config(source).model_dump(mode="json")
+    # a path the pattern missed would resolve against this folder, which does not exist, and differ
+    got = resolve_paths(PipelineConfig.model_validate(yaml.safe_load(relocated) or {}), Path("/nonexistent-base"))
+    if got.model_dump(mode="json") == want:
+        return relocated
+    return yaml.safe_dump(want, sort_keys=False)
 
 
 def check_gates_file(config: PipelineConfig) -> None:

@@ -188,3 +188,19 @@ def test_run_with_a_missing_contract_file_exits_1_naming_setting_and_path(tmp_pa
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "contract.curated" in last and str(tmp_path / "missing" / "curated.json") in last, last
+
+
+def test_init_writes_a_config_that_loads_the_same_from_any_folder(tmp_path):
+    """`cp configs/demo.yaml my.yaml` breaks its relative paths; `tunegate init` keeps the file's comments and
+    makes its paths absolute (tests/test_retrain_tiny.py runs such a config from another folder)."""
+    from conftest import ROOT, run_cli
+    from flows.config import load_config
+
+    out = tmp_path / "sub" / "my.yaml"
+    made = run_cli("init", str(out), home=tmp_path / "state", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert load_config(out).model_dump(mode="json") == load_config(ROOT / "configs/demo.yaml").model_dump(mode="json")
+    text = out.read_text()
+    assert "Kestrel Robotics" in text and "../" not in text  # the comments stay, no relative path is left
+    again = run_cli("init", str(out), home=tmp_path / "state", cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.strip() == f"error: {out} exists: choose another name or pass --overwrite"

@@ -35,7 +35,11 @@ def aliases(home: Path, name: str, version: str) -> list[str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, extensions_dir):
     home = tmp_path_factory.mktemp("state")
-    proc = run_cli("run", "--config", "configs/tiny.yaml", "--run-id", "demo", home=home)
+    # as the README's recipe: `tunegate init` writes the config with absolute paths; the run starts elsewhere
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    made = run_cli("init", str(elsewhere / "mine.yaml"), "--from", "configs/tiny.yaml", home=home)
+    assert made.returncode == 0, made.stderr
+    proc = run_cli("run", "--config", "mine.yaml", "--run-id", "demo", home=home, cwd=elsewhere)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((home / "runs/demo/report.json").read_text())
     return home, proc, report
