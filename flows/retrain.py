@@ -204,6 +204,7 @@ def evaluation_record(evals: dict[str, Any], champion_version: str | None, delta
     record["scored_sets"] = next(iter(evals.values())).scored_sets if evals else []
     record["reused"] = [who for who, e in evals.items() if e.reused]  # read from the evaluation cache
     record["seconds"] = {who: e.seconds for who, e in evals.items()}
+    record["saved_seconds"] = {who: e.saved_seconds for who, e in evals.items() if e.reused}
     record["deltas"] = {who: {m: d.model_dump() for m, d in ds.items() if d is not None} for who, ds in deltas.items()}
     record["pii_leaks"] = {who: dict(e.pii_leaks) for who, e in evals.items()}
     record["extraction"] = {who: {"by_type": e.extraction_by_type, "secrets": e.extraction} for who, e in evals.items()
@@ -225,7 +226,7 @@ def attach_to_mlflow(rep: dict[str, Any], tracking_uri: str, mlflow_run_id: str 
 
 def record_snapshots(rep: dict[str, Any], snaps: dict) -> None:
     """The data stages' snapshots so far, and their counts, into the report."""
-    rep["snapshots"] = {k: v.model_dump() for k, v in snaps.items()}
+    rep["snapshots"] = {k: {**v.model_dump(), "seconds": v.manifest().get("seconds")} for k, v in snaps.items()}
     rep["counts"] = stage_counts(snaps)
 
 

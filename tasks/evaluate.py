@@ -116,6 +116,7 @@ class ModelEval(BaseModel):
     scored_sets: list[str] = Field(default_factory=list, description="the sets the task metrics are computed on")
     reused: bool = Field(False, description="read from the evaluation cache (same model, inputs and settings)")
     seconds: float = Field(0.0, description="wall time of this model's evaluation (0 when reused)")
+    saved_seconds: float = Field(0.0, description="when reused: the wall time of the evaluation it replaces")
 
 
 def read_eval_texts(path: str | Path) -> list[str]:
@@ -238,8 +239,8 @@ def evaluate_models(models: dict[str, dict], eval_texts: str, settings: EvalSett
                             probes, settings, canaries, pii)
             cached = Path(cache_dir) / f"{key}.json"
             if cached.is_file():
-                out[name] = ModelEval.model_validate_json(cached.read_text()).model_copy(
-                    update={"reused": True, "seconds": 0.0})
+                stored = ModelEval.model_validate_json(cached.read_text())
+                out[name] = stored.model_copy(update={"reused": True, "seconds": 0.0, "saved_seconds": stored.seconds})
                 continue
         started = time.perf_counter()
         with pool.use(name, m["base"], m.get("adapter"), m.get("base_fingerprint")) as model:

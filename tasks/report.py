@@ -157,9 +157,35 @@ def markdown(report: dict[str, Any]) -> str:
     ev = r.get("evaluation")
     if ev:
         parts += evaluation_section(ev)
+    parts += reuse_section(r)
     if r.get("stage_seconds"):
         parts += ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]
     return "\n".join(parts) + "\n"
+
+
+def reuse_section(r: dict[str, Any]) -> list[str]:
+    """What this run took from earlier runs instead of redoing it, and about how long that work took."""
+    lines = []
+    snaps = [k for k, s in (r.get("snapshots") or {}).items() if s.get("reused")]
+    if snaps:
+        saved = sum((r["snapshots"][k].get("seconds") or 0) for k in snaps)
+        lines.append(f"- snapshots: {', '.join(snaps)}: same inputs, parameters and code as an earlier run "
+                     f"(about {saved:.0f} s of work not redone)")
+    ev = r.get("evaluation") or {}
+    if ev.get("reused"):
+        saved = sum((ev.get("saved_seconds") or {}).values())
+        lines.append(f"- evaluation: {', '.join(ev['reused'])}: from the evaluation cache, the same model scored on the "
+                     f"same held-out data before (about {saved:.0f} s)")
+    t = r.get("training")
+    if t and t.get("reused"):
+        lines.append(f"- training: copied from the training cache, an identical job trained before "
+                     f"(about {t['wall_s']:.0f} s)")
+    elif t and lines:  # a rerun: say why training did not come from a cache too
+        lines.append("- training: trained again. With `train.reuse: true` a run whose base model, data blocks, "
+                     "tokenizer and settings match an earlier finished training copies its adapter instead")
+    if not lines:
+        return []
+    return ["", "## Reused from earlier runs", *lines]
 
 
 def write(report: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:

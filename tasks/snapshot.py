@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -101,6 +102,7 @@ def write(
     it drops): it is read only after the last shard is written, as is ``extra_files`` (name -> text,
     side files such as the quarantine list).
     """
+    started = time.perf_counter()
     final = Path(root) / stage / key
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(final.parent)
@@ -132,6 +134,7 @@ def write(
             "stats": stats,
             "shards": shards,
             "created_at": datetime.now(timezone.utc).isoformat(),
+            "seconds": round(time.perf_counter() - started, 2),  # to produce and write: what a reuse saves
         }
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(content)

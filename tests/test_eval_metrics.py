@@ -324,8 +324,9 @@ def test_a_model_scored_on_the_same_inputs_is_read_from_the_cache(evaluated, sav
     first, _, _, again = evaluated
     assert not any(r.reused for r in first.values()) and all(r.reused for r in again.values())
     for name in first:
-        same = {"reused", "seconds"}
+        same = {"reused", "seconds", "saved_seconds"}
         assert again[name].model_dump(exclude=same) == first[name].model_dump(exclude=same), name
+        assert again[name].seconds == 0 and again[name].saved_seconds == first[name].seconds > 0
     # another input (here one more prompt) is another key: the model is evaluated again
     models, eval_path, settings, canaries = saved_models
     cache = tmp_path / "c"

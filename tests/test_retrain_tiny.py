@@ -191,10 +191,19 @@ def test_failed_contract_stops_the_run_before_training_by_default(stopped):
 
 
 def test_second_run_reuses_the_snapshots(blocked):
-    _, _, report, first = blocked
+    home, _, report, first = blocked
     for stage, snap in report["snapshots"].items():
         assert snap["reused"] is True, stage
         assert snap["fingerprint"] == first["snapshots"][stage]["fingerprint"]
+        assert snap["seconds"] == first["snapshots"][stage]["seconds"] > 0  # the earlier run's work, recorded
+    md = (home / "runs/blocked/report.md").read_text()
+    section = md.split("## Reused from earlier runs", 1)[1].split("\n## ", 1)[0]
+    saved = sum(s["seconds"] for s in first["snapshots"].values())
+    assert f"- snapshots: ingest, clean, dedup, pii: same inputs, parameters and code as an earlier run (about {saved:.0f} s" in section
+    evaluated = next(line for line in section.splitlines() if line.startswith("- evaluation: "))
+    assert "base" in evaluated and "from the evaluation cache" in evaluated  # the same base, the same held-out data
+    assert "- training: trained again. With `train.reuse: true`" in section
+    assert "## Reused from earlier runs" not in (home / "runs/demo/report.md").read_text()  # nothing to reuse at first
 
 
 def test_models_promote_and_rollback_move_only_champion(blocked):
