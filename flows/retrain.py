@@ -65,12 +65,21 @@ class StageClock:
         self._t = now
 
 
-@flow(name="retrain", log_prints=True)
+def flow_run_name() -> str:
+    """The flow run is named by the tunegate run id (the one given, or a new one the flow then adopts)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.parameters.get("run_id") or new_run_id()
+
+
+@flow(name="retrain", log_prints=True, flow_run_name=flow_run_name)
 def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json)."""
+    from prefect.runtime import flow_run
+
     log = get_run_logger()
     state = StatePaths.from_env(home)
-    run_id = run_id or new_run_id()
+    run_id = run_id or flow_run.name or new_run_id()
     run_dir = state.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -156,10 +156,12 @@ def test_no_pii_in_prefect_logs_or_artifacts(leaky):
         logs = [r[0] for r in db.execute("SELECT message FROM log")]
         artifacts = [(r[0], r[1]) for r in db.execute("SELECT key, data FROM artifact")]
         params = [r[0] for r in db.execute("SELECT parameters FROM flow_run")]
+        names = [r[0] for r in db.execute("SELECT name FROM flow_run")]
         inputs = [r[0] + r[1] for r in db.execute("SELECT name, task_inputs FROM task_run")]
     finally:
         db.close()
     assert len(logs) > 10 and "tunegate-report" in [k for k, _ in artifacts] and params and inputs
+    assert names == [RUN_ID]  # the flow run is named by the tunegate run id
     text = "\n".join(logs + [str(d) for _, d in artifacts] + [str(p) for p in params] + inputs)
     assert found_in(text, structured) == set()
     print(f"\nFIGURE prefect: {len(logs)} log lines, {len(artifacts)} artifacts, {len(inputs)} task runs: 0 gold strings")
