@@ -48,8 +48,16 @@ def loss_curve(metrics: list[dict], out: Path) -> Path | None:
     return out
 
 
+def chart_title(evaluation: dict[str, Any]) -> str:
+    """"Candidate vs champion vN vs base", or without the champion when there was none to compare with."""
+    order = {"candidate": 0, "champion": 1, "base": 2}
+    labels = sorted((label for label, _ in models_of(evaluation)), key=lambda x: order.get(x.split()[0], 3))
+    return " vs ".join(labels).capitalize()
+
+
 def metrics_chart(evaluation: dict[str, Any], out: Path) -> Path | None:
-    """metrics_vs_champion.png: candidate vs champion vs base, one panel per metric family measured."""
+    """metrics_vs_champion.png: candidate vs champion (when there is one) vs base, one panel per metric family
+    measured, each bar labelled with its value."""
     models = models_of(evaluation)
     panels = [(title, [m for m in ms if any(m in s for _, s in models)], log) for title, ms, log in FAMILIES]
     panels = [p for p in panels if p[1]]
@@ -59,16 +67,24 @@ def metrics_chart(evaluation: dict[str, Any], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.6), dpi=110, squeeze=False)
     width = 0.8 / len(models)
     for ax, (title, names, log) in zip(axes[0], panels):
+        values = []
         for i, (label, scores) in enumerate(models):
             xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(names))]
-            ax.bar(xs, [float(scores.get(n, float("nan"))) for n in names], width, label=label)
+            heights = [float(scores.get(n, float("nan"))) for n in names]
+            values += heights
+            bars = ax.bar(xs, heights, width, label=label)
+            ax.bar_label(bars, fmt="%.3g", fontsize=6)  # a count of 0 is a label, not an invisible bar
         ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 1 else 0, ha="right" if len(names) > 1 else "center")
         ax.set_title(title, fontsize=8)
-        if log:
+        positive = [v for v in values if v == v and v > 0]
+        if log and positive:
             ax.set_yscale("log")
+            ax.set_ylim(bottom=min(positive) / 2)  # every bar rises above the axis, the smallest too
+        elif all(v >= 0 for v in values if v == v):  # counts and scores: from 0, with room for the labels
+            ax.set_ylim(0, max(max(positive, default=0) * 1.15, 1))
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Candidate vs champion vs base", fontsize=10)
+    fig.suptitle(chart_title(evaluation), fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

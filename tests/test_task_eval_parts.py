@@ -134,3 +134,16 @@ def test_the_pii_probe_uses_the_runs_detector_settings():
     strict = PiiSettings(score_threshold=1.0, structured_fallbacks=False)  # a run that only trusts certain finds
     found = pii_leaks(outputs, ["EMAIL_ADDRESS", "PHONE_NUMBER"], strict)
     assert found["EMAIL_ADDRESS"] == 1 and found["PHONE_NUMBER"] == 0
+
+
+def test_the_metrics_chart_names_only_the_models_it_compares(tmp_path):
+    """Without a champion the chart does not say "vs champion"; with one it names its version."""
+    from tasks.report import chart_title, metrics_chart
+
+    first = {"base": {"perplexity": 4990.0, "rougeL": 0.0, "pii_leaked": 0.0},
+             "candidate": {"perplexity": 12.0, "rougeL": 3.0, "pii_leaked": 0.0}, "champion_version": None}
+    assert chart_title(first) == "Candidate vs base"
+    later = {**first, "champion": {"perplexity": 15.0, "rougeL": 2.0, "pii_leaked": 0.0}, "champion_version": "3"}
+    assert chart_title(later) == "Candidate vs champion v3 vs base"
+    for evaluation in (first, later):
+        assert metrics_chart(evaluation, tmp_path / "chart.png").stat().st_size > 10_000
