@@ -202,7 +202,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         report.write(rep, run_dir)
         if version is not None:
             attach_to_mlflow(rep, tracking_uri, version.mlflow_run_id, run_dir)
-        publish(rep)
+        publish(rep, run_dir)
     return rep
 
 
@@ -309,10 +309,10 @@ def flat_metrics(scores: dict[str, dict], trained) -> dict[str, float]:
     return out
 
 
-def publish(rep: dict[str, Any]) -> None:
-    """Attach report.md to the Prefect flow run as a Markdown artifact."""
+def publish(rep: dict[str, Any], run_dir: Path) -> None:
+    """Attach report.md to the Prefect flow run as a Markdown artifact, its plots embedded."""
     try:
-        create_markdown_artifact(markdown=report.markdown(rep), key="tunegate-report",
+        create_markdown_artifact(markdown=report.with_inline_images(report.markdown(rep), run_dir), key="tunegate-report",
                                  description=f"tunegate run {rep['run_id']}: {rep['status']}")
     except Exception as exc:  # the report on disk is what counts; never fail a run on its artifact
         get_run_logger().warning("could not attach the report artifact: %s", exc)

@@ -204,6 +204,21 @@ def reuse_section(r: dict[str, Any]) -> list[str]:
     return ["", "## Reused from earlier runs", *lines]
 
 
+def with_inline_images(md: str, folder: Path) -> str:
+    """The Markdown with each image beside it (``![alt](name.png)``) embedded as a data URI: a copy that
+    shows its plots where no file beside it can be reached (the Prefect artifact)."""
+    import base64
+    import re
+
+    def inline(m: re.Match) -> str:
+        path = Path(folder) / m.group(2)
+        if "/" in m.group(2) or not path.is_file():
+            return m.group(0)
+        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, md)
+
+
 def write(report: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     js, md = run_dir / "report.json", run_dir / "report.md"

@@ -147,3 +147,15 @@ def test_the_metrics_chart_names_only_the_models_it_compares(tmp_path):
     assert chart_title(later) == "Candidate vs champion v3 vs base"
     for evaluation in (first, later):
         assert metrics_chart(evaluation, tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_the_prefect_artifact_embeds_the_reports_plots(tmp_path):
+    """The report's images are files beside report.md; the Prefect artifact has no folder, so they go in."""
+    import base64
+
+    from tasks.report import loss_curve, with_inline_images
+
+    png = loss_curve([{"step": i, "loss": 5 - i / 10} for i in range(1, 20)], tmp_path / "loss_curve.png")
+    md = with_inline_images("# run\n\n![loss curve](loss_curve.png)\n\n![gone](missing.png)\n", tmp_path)
+    assert f"![loss curve](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})" in md
+    assert "![gone](missing.png)" in md  # nothing to embed: left as it was
