@@ -266,7 +266,6 @@ def _registry(name: Optional[str]) -> tuple[str, str]:
 def models(name: Annotated[Optional[str], typer.Option("--name", help="registered model; default: all")] = None) -> None:
     """Registered versions with their aliases, status and key metrics."""
     from rich.console import Console
-    from rich.table import Table
 
     from tasks import registry
 
@@ -278,13 +277,33 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
     if not versions:
         typer.echo("no registered models yet")
         return
-    keys = {"perplexity": "perplexity", "bits_per_byte": "bits/byte", "rougeL": "ROUGE-L", "bleu": "BLEU",
-            "chrf": "chrF", "pii_leaked": "PII leaked", "canaries_extracted": "canaries"}
-    table = Table("model", "version", "aliases", "status", *keys.values(), "run")
-    for v in versions:
-        cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}" for k in keys]
-        table.add_row(v.name, v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, v.run_id or "")
-    Console(width=180).print(table)
+    console = Console()  # the terminal's width; 80 columns when there is no terminal
+    for renderable in model_tables(versions):
+        console.print(renderable)
+
+
+def model_tables(versions) -> list:
+    """One table per registered model (version, aliases, status, key metrics, run), narrow enough for 80
+    columns; metrics measured on other held-out data than the champion's are marked as not comparable."""
+    from rich.table import Table
+
+    keys = {"rougeL": "ROUGE-L", "bits_per_byte": "bits/B", "pii_leaked": "PII"}
+    out: list = []
+    for model_name in dict.fromkeys(v.name for v in versions):
+        mine = [v for v in versions if v.name == model_name]
+        champion = next((v for v in mine if "champion" in v.aliases), None)
+        table = Table("v", "aliases", "status", *keys.values(), title=model_name, title_justify="left")
+        table.add_column("run", overflow="fold")
+        other = False
+        for v in mine:
+            differs = bool(champion and champion.eval_data and v.eval_data != champion.eval_data)
+            other |= differs
+            cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}{'*' if differs else ''}" for k in keys]
+            table.add_row(v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, v.run_id or "")
+        out.append(table)
+        if other:
+            out.append("* measured on other held-out data than @champion's: not comparable with it")
+    return out
 
 
 @app.command()

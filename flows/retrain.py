@@ -173,7 +173,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
                 name=config.registry.model_name, run_id=run_id,
                 base=base.path, adapter=trained.adapter, tokenizer=tok.path,
                 tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],
-                                  status, rep["blocked_by"]),
+                                  status, rep["blocked_by"], eval_data=file_fingerprint(data.eval_texts)),
                 params=flat_params(config), metrics=flat_metrics(scores, trained),
                 step_metrics=step_metrics,
             )
@@ -274,7 +274,14 @@ def check_contract(rep: dict[str, Any], ref, suite: Path | None, kind: str, trai
             raise ContractStop(kind)
 
 
-def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, status, blocked_by) -> dict[str, str]:
+def file_fingerprint(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, status, blocked_by,
+                 eval_data: str | None = None) -> dict[str, str]:
     tags = {
         "snapshot_fingerprint": fingerprint,
         "tokenizer_hash": tok.content_hash,
@@ -285,6 +292,8 @@ def lineage_tags(fingerprint, tok, base, contracts, gate_results, candidate, sta
         "status": status,
         "blocked_by": "; ".join(blocked_by)[:4900] or "-",
     }
+    if eval_data:
+        tags[registry.EVAL_DATA_TAG] = eval_data
     for key in registry.TAG_METRICS:  # key evaluation metrics, for `tunegate models`
         if candidate.get(key) is not None:
             tags[key] = f"{float(candidate[key]):.6g}"

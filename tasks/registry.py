@@ -29,6 +29,7 @@ HISTORY_TAG = "tunegate.champion_history"
 EXPERIMENT = "tunegate"
 STEP_METRICS = ("loss", "lr", "tokens_per_s", "eval_loss", "tokens")
 # evaluation metrics carried as version tags (so `tunegate models` shows them without opening runs)
+EVAL_DATA_TAG = "eval_data"  # which held-out data the version's metrics come from (a fingerprint)
 TAG_METRICS = ("perplexity", "bits_per_byte", "rougeL", "bleu", "chrf", "pii_leaked", "canaries_extracted")
 HTTP_RETRIES, HTTP_TIMEOUT_S, PROBE_TIMEOUT_S = 2, 30, 5
 
@@ -56,6 +57,7 @@ class VersionInfo(BaseModel):
     metrics: dict[str, float] = {}  # TAG_METRICS found on the version
     blocked_by: str | None = None
     created: int | None = None
+    eval_data: str | None = None  # fingerprint of the held-out data its metrics were measured on
 
 
 def generation_signature():
@@ -332,7 +334,8 @@ def describe(c, v) -> VersionInfo:
                 pass
     return VersionInfo(name=mv.name, version=str(mv.version), aliases=list(mv.aliases or []),
                        status=tags.get("status"), run_id=tags.get(RUN_TAG), mlflow_run_id=mv.run_id,
-                       metrics=metrics, blocked_by=tags.get("blocked_by"), created=mv.creation_timestamp)
+                       metrics=metrics, blocked_by=tags.get("blocked_by"), created=mv.creation_timestamp,
+                       eval_data=tags.get(EVAL_DATA_TAG))
 
 
 def _history(c, name: str) -> list[str]:

@@ -204,3 +204,25 @@ def test_init_writes_a_config_that_loads_the_same_from_any_folder(tmp_path):
     assert "Kestrel Robotics" in text and "../" not in text  # the comments stay, no relative path is left
     again = run_cli("init", str(out), home=tmp_path / "state", cwd=tmp_path)
     assert again.returncode == 1 and again.stderr.strip() == f"error: {out} exists: choose another name or pass --overwrite"
+
+
+def test_models_table_fits_80_columns_and_marks_metrics_on_other_data():
+    from rich.console import Console
+
+    from flows.cli import model_tables
+    from tasks.registry import VersionInfo
+
+    def version(n, aliases, data, rouge):
+        return VersionInfo(name="tunegate-demo", version=str(n), aliases=aliases, status="promoted",
+                           run_id=f"20261201-2214{n:02d}-cf68cf", metrics={"rougeL": rouge, "bits_per_byte": 1.2,
+                                                                             "pii_leaked": 0.0}, eval_data=data)
+
+    versions = [version(1, [], "aaaa", 39.5), version(2, ["champion", "challenger"], "bbbb", 41.0),
+                version(3, [], "bbbb", 40.0)]
+    console = Console(record=True, width=80)
+    for renderable in model_tables(versions):
+        console.print(renderable)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "39.5*" in text and "41 " in text and "40 " in text and "40*" not in text
+    assert "not comparable" in text and "20261201-221401-" in text and "cf68cf" in text  # long run ids wrap
