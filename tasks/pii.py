@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.secrets import SECRET_ENTITIES, SecretRecognizer, secret_recognizers
 
-CODE_VERSION = "pii-4"
+CODE_VERSION = "pii-5"
 PRESIDIO_ENTITIES = [
     "PERSON",
     "EMAIL_ADDRESS",
@@ -906,14 +906,19 @@ def _outside_placeholders(text: str, results: list) -> list:
             start += 1
         while end > start and not text[end - 1].isalnum():
             end -= 1
-        if start >= end:
-            continue
+        if start >= end or not _text_outside(text, start, end, spots):
+            continue  # nothing left but placeholders ("\u200b<PERSON>\x00" trimmed to the PERSON inside one)
         if (start, end) == (r.start, r.end):
             out.append(r)
         else:
             out.append(RecognizerResult(r.entity_type, start, end, r.score, r.analysis_explanation,
                                         r.recognition_metadata))
     return out
+
+
+def _text_outside(text: str, start: int, end: int, spots: list[tuple[int, int]]) -> bool:
+    """Whether text[start:end] has a letter or digit outside the placeholders at ``spots``."""
+    return any(text[i].isalnum() for i in range(start, end) if not any(a <= i < b for a, b in spots))
 
 
 _KEY_BLOCK_CHARS = 40_000  # the longest private key block the PRIVATE_KEY recognizer matches
