@@ -173,13 +173,13 @@ def run_suite(df, suite: dict[str, Any]) -> list[ExpectationOutcome]:
         result_format["unexpected_index_column_names"] = ["doc_id"]
     outcomes = []
     for r in batch.validate(gx.ExpectationSuite(**suite), result_format=result_format).results:
-        kwargs = {k: v for k, v in dict(r.expectation_config.kwargs).items() if k != "batch_id"}
+        kwargs = {k: v for k, v in dict(r.expectation_config.kwargs).items() if k not in {"batch_id", "result_format"}}
         res = r.result or {}
         outcomes.append(
             ExpectationOutcome(
                 expectation=r.expectation_config.type,
                 column=kwargs.get("column"),
-                kwargs=_plain({k: v for k, v in kwargs.items() if k not in {"result_format"}}),
+                kwargs=_plain(kwargs),
                 success=bool(r.success),
                 observed=_plain(res.get("observed_value")),
                 unexpected_count=_plain(res.get("unexpected_count")),
