@@ -45,21 +45,27 @@ def demo(tmp_path_factory, extensions_dir):
     return home, proc, report
 
 
-@pytest.fixture(scope="module")
-def blocked(demo, tmp_path_factory):
-    home, _, first = demo
-    tmp = tmp_path_factory.mktemp("blocked")
+def failing_contract_run(home: Path, tmp: Path, run_id: str, **contract):
+    """A tiny run on the demo's data whose curated contract cannot pass (at least 100,000 rows), with the
+    contract settings given (on_failure, other suites)."""
     suite = json.loads((ROOT / "data_contracts/curated.json").read_text())
     for e in suite["expectations"]:
         if e["type"] == "expect_table_row_count_to_be_between":
             e["kwargs"]["min_value"] = 100_000
     (tmp / "suite.json").write_text(json.dumps(suite))
     config = tiny_config()
-    # continue: the run trains, evaluates and registers its model as @challenger despite the failed contract
-    config["contract"] = {"curated": str(tmp / "suite.json"), "raw": None, "training": None, "on_failure": "continue"}
+    config["contract"].update(curated=str(tmp / "suite.json"), **contract)
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "blocked", home=home)
-    report = json.loads((home / "runs/blocked/report.json").read_text())
+    proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", run_id, home=home)
+    return proc, json.loads((home / "runs" / run_id / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def blocked(demo, tmp_path_factory):
+    home, _, first = demo
+    # continue: the run trains, evaluates and registers its model as @challenger despite the failed contract
+    proc, report = failing_contract_run(home, tmp_path_factory.mktemp("blocked"), "blocked", raw=None, training=None,
+                                        on_failure="continue")
     return home, proc, report, first
 
 
@@ -67,17 +73,7 @@ def blocked(demo, tmp_path_factory):
 def stopped(demo, tmp_path_factory):
     """The same failing contract under the default contract.on_failure (stop)."""
     home, _, first = demo
-    tmp = tmp_path_factory.mktemp("stopped")
-    suite = json.loads((ROOT / "data_contracts/curated.json").read_text())
-    for e in suite["expectations"]:
-        if e["type"] == "expect_table_row_count_to_be_between":
-            e["kwargs"]["min_value"] = 100_000
-    (tmp / "suite.json").write_text(json.dumps(suite))
-    config = tiny_config()
-    config["contract"]["curated"] = str(tmp / "suite.json")
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", "stopped", home=home)
-    report = json.loads((home / "runs/stopped/report.json").read_text())
+    proc, report = failing_contract_run(home, tmp_path_factory.mktemp("stopped"), "stopped")
     return home, proc, report, first
 
 
