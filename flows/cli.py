@@ -22,9 +22,12 @@ EXIT_BLOCKED, EXIT_ERROR = 3, 1
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # what infra/fetch_smollm2.py fetches
 
 
-def _prefect_home(state: StatePaths) -> None:
-    """Prefect's ephemeral API keeps its SQLite database in the state folder unless told otherwise."""
+def _prefect_home(state: StatePaths, verbose: bool = True) -> None:
+    """Prefect's ephemeral API keeps its SQLite database in the state folder unless told otherwise; its logs
+    have no colour codes when they go to a run's log file."""
     (state.home / "prefect").mkdir(parents=True, exist_ok=True)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_COLORS", "false")
     os.environ.setdefault("PREFECT_HOME", str(state.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tunegate")  # stage progress in the run's logs
@@ -50,8 +53,11 @@ def run(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="data path(s), replacing the config's")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="name of the run folder")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="rerun RUN_ID: reuse its snapshots, resume training")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the libraries' logs too (always in run.log)")] = False,
 ) -> None:
     """Run the whole pipeline: ingest → … → train → evaluate → gates → registry."""
+    from tasks.state import new_run_id
+
     state = StatePaths.from_env()
     if resume:
         if config or data or run_id:
@@ -60,7 +66,7 @@ def run(
         if not config.is_file():
             fail(f"no run to resume: {config} does not exist")
         run_id = resume
-    _prefect_home(state)
+    _prefect_home(state, verbose)
     prefect_api_ready = temporary_api.start()  # starts while the config and the pipeline import
     cfg = _config(config)
     if data:
@@ -80,20 +86,17 @@ def run(
     for label, p in files:
         if not Path(p).is_file():
             fail(f"{label}: file not found: {p}")
-    from flows.retrain import retrain
-
-    from tasks.executor import close_clients
-
-    try:
-        prefect_api_ready()
-    except temporary_api.TemporaryApiError as exc:
-        fail(str(exc))
-    try:
-        rep = retrain(cfg, run_id=run_id, home=str(state.home))
-    finally:
-        close_clients()
+    run_id = run_id or new_run_id()
+    log_path = state.run_dir(run_id) / "run.log"
+    typer.echo(f"run {run_id}: {len(cfg.data.paths)} data path(s), base model {cfg.model.base_model or 'tiny (random)'}"
+               f"; library logs in {log_path}")
+    rep, problem = _run_flow(cfg, run_id, state, prefect_api_ready, log_path, verbose)
+    if problem:
+        fail(problem)
     where = state.run_dir(rep["run_id"]) / "report.md"
     model = rep.get("model") or {}
+    for reason in rep["blocked_by"] if len(rep["blocked_by"]) > 1 else []:
+        typer.echo(f"  - {reason}")
     if rep["status"] == "promoted":
         typer.echo(f"promoted {model['name']} v{model['version']} to @champion (report: {where})")
     elif rep["status"] == "blocked" and not model:  # a data contract stopped it before training
@@ -104,7 +107,27 @@ def run(
                    f"{'; '.join(rep['blocked_by'])} (report: {where})")
         raise typer.Exit(EXIT_BLOCKED)
     else:
-        fail(f"run {rep['run_id']} failed: {rep.get('error')} (report: {where})")
+        fail(f"run {rep['run_id']} failed: {rep.get('error')} (report: {where}; log: {log_path})")
+
+
+def _run_flow(cfg, run_id: str, state: StatePaths, prefect_api_ready, log_path: Path, verbose: bool):
+    """The retrain flow with the libraries' output in ``log_path`` and the stage view on the terminal;
+    returns (report, None), or (None, a one-line problem) when it could not start."""
+    from flows import terminal
+    from tasks import progress
+
+    with terminal.libraries_to(log_path, verbose) as out, terminal.view_for(out) as view, progress.use(view):
+        from flows.retrain import retrain
+        from tasks.executor import close_clients
+
+        try:
+            prefect_api_ready()
+        except temporary_api.TemporaryApiError as exc:
+            return None, str(exc)
+        try:
+            return retrain(cfg, run_id=run_id, home=str(state.home)), None
+        finally:
+            close_clients()
 
 
 def _check_base_model(cfg) -> None:

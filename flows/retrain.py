@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows import stage_summaries
 from flows.config import PipelineConfig
 from tasks import gates as gates_mod
-from tasks import registry, report
+from tasks import mlflow_run, progress, registry, report
 from tasks.clean import clean_task
 from tasks.contracts import contract_task
 from tasks.dataset import dataset_task, split_sets
@@ -35,13 +35,9 @@ from tasks.ingest import ingest_task
 from tasks.model import base_model_task
 from tasks.pii import scrub_task
 from tasks.registry import register_task
-from tasks.state import StatePaths
+from tasks.state import StatePaths, new_run_id
 from tasks.tokenizer import tokenizer_task
 from tasks.train import TrainJob, read_metrics, train_task
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 class ContractStop(Exception):
@@ -53,16 +49,30 @@ class ContractStop(Exception):
 
 
 class StageClock:
-    """Wall seconds per stage, for the report."""
+    """Wall seconds per stage, for the report; each stage's end (with what it did, read from the report) and the
+    next stage's start are told to the progress view."""
 
-    def __init__(self) -> None:
+    def __init__(self, rep: dict[str, Any]) -> None:
         self.seconds: dict[str, float] = {}
+        self._rep = rep
         self._t = time.perf_counter()
+        self.current: str | None = next(iter(stage_summaries.STAGES))
+        progress.begin(self.current)
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.seconds[stage] = round(now - self._t, 2)
         self._t = now
+        progress.end(stage, stage_summaries.describe(stage, self._rep), self.seconds[stage])
+        self.current = stage_summaries.next_stage(stage)
+        if self.current:
+            progress.begin(self.current)
+
+    def stop(self, why: str) -> None:
+        """The running stage ended the run (a failed contract, an error)."""
+        if self.current:
+            progress.end(self.current, why, round(time.perf_counter() - self._t, 2), ok=False)
+            self.current = None
 
 
 def flow_run_name() -> str:
@@ -86,29 +96,34 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
     tracking_uri = config.registry.tracking_uri or state.mlflow_uri()
     rep: dict[str, Any] = {"run_id": run_id, "status": "failed", "blocked_by": [], "config": str(run_dir / "config.yaml"),
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    clock = StageClock()
+    clock = StageClock(rep)
     version = None
     try:
         # the gates file is read first: a missing or malformed one fails the run before any data work
         gates = gates_mod.load_gates(config.gates.file)
         rep["gates_file"] = str(config.gates.file)
+        # a local store keeps artifacts in the state folder; a tracking server decides (--serve-artifacts)
+        artifacts = state.mlflow_artifacts() if tracking_uri.startswith("sqlite:") else None
         with state.lock("registry"):  # a new SQLite store is created once, not by two runs at the same time
             registry.ensure_store(tracking_uri)
+            rep["mlflow_run_id"] = open_mlflow_run(tracking_uri, run_id, artifacts, config)
         store = str(state.snapshots)
         raw = ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store)
-        clock.lap("ingest")
         (run_dir / "quarantine").mkdir(exist_ok=True)
         shutil.copyfile(Path(raw.path) / "quarantine.jsonl", run_dir / "quarantine" / "quarantine.jsonl")
-        record_snapshots(rep, {"ingest": raw})
+        snaps = record_snapshots(rep, {"ingest": raw})
+        clock.lap("ingest")
         check_contract(rep, raw, config.contract.raw, "raw", stop=config.contract.on_failure == "stop")
         clock.lap("contract_raw")
         cleaned = clean_task(raw, config.clean, config.dask, store)
+        snaps = record_snapshots(rep, {**snaps, "clean": cleaned})
         clock.lap("clean")
         deduped = dedup_task(cleaned, config.dedup, store)
+        snaps = record_snapshots(rep, {**snaps, "dedup": deduped})
         clock.lap("dedup")
         curated = scrub_task(deduped, config.pii, config.dask, store)
+        record_snapshots(rep, {**snaps, "pii": curated})
         clock.lap("pii")
-        record_snapshots(rep, {"ingest": raw, "clean": cleaned, "dedup": deduped, "pii": curated})
         check_contract(rep, curated, config.contract.curated, "curated", stop=config.contract.on_failure == "stop")
         close_clients()  # the data stages are done: local Dask workers give their memory and cores to training
         clock.lap("contract")
@@ -116,8 +131,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         tok = tokenizer_task(curated, config.tokenizer, config.model.base_model, str(state.tokenizers),
                              str(state.models))
         base = base_model_task(config.model, tok.path, tok.content_hash, str(state.models))
-        clock.lap("tokenizer_and_model")
         rep["tokenizer"], rep["base_model"] = tok.model_dump(), base.model_dump()
+        clock.lap("tokenizer_and_model")
         # canaries (when on) join the training token stream here, after the contracts' snapshots
         data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run_dir / "data"),
                             config.canaries, config.train.completion_only)
@@ -129,10 +144,11 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         job = TrainJob(settings=config.train, base_model=base.path, tokenizer=tok.path, train_blocks=data.train_blocks,
                        loss_mask=data.loss_mask, eval_texts=data.eval_texts, out_dir=str(run_dir / "train"))
         # an identical finished training (same base, data and settings; train.reuse) is copied, not redone
-        trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions),
-                                                                        cache_dir=str(state.home / "train-cache"))
-        clock.lap("train")
+        with mlflow_run.follow_steps(tracking_uri, rep["mlflow_run_id"], Path(job.out_dir) / "metrics.jsonl"):
+            trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions),
+                                                                            cache_dir=str(state.home / "train-cache"))
         rep["training"] = trained.model_dump()
+        clock.lap("train")
         step_metrics = read_metrics(Path(trained.metrics))
         rep["loss_curve"] = str(report.loss_curve(step_metrics, run_dir / "loss_curve.png"))
 
@@ -167,41 +183,41 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
                                          "compare against the new champion")
             status = "blocked" if rep["blocked_by"] else "promoted"
             version = register_task(
-                tracking_uri=tracking_uri,
-                # a local store keeps artifacts in the state folder; a tracking server decides (--serve-artifacts)
-                artifact_location=state.mlflow_artifacts() if tracking_uri.startswith("sqlite:") else None,
+                tracking_uri=tracking_uri, artifact_location=artifacts, mlflow_run_id=rep["mlflow_run_id"],
                 name=config.registry.model_name, run_id=run_id,
                 base=base.path, adapter=trained.adapter, tokenizer=tok.path,
                 tags=lineage_tags(curated.fingerprint, tok, base, rep["contracts"], gate_results, scores["candidate"],
                                   status, rep["blocked_by"], eval_data=file_fingerprint(data.eval_texts)),
-                params=flat_params(config), metrics=flat_metrics(scores, trained),
-                step_metrics=step_metrics,
+                params=flat_params(config), metrics=flat_metrics(scores, trained), step_metrics=step_metrics,
             )
             if status == "promoted":
                 previous, _ = registry.promote(tracking_uri, version.name, version.version)
                 log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
             else:
                 log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)
-            clock.lap("register")
             final = registry.describe(registry.client(tracking_uri), version)
             rep["model"] = {"name": final.name, "version": final.version, "aliases": final.aliases,
                             "mlflow_run_id": final.mlflow_run_id}
+            clock.lap("register")
         rep["status"] = status
     except ContractStop as stop:  # nothing trained, nothing registered; the report says which contract and why
         rep["status"] = "blocked"
         rep["stopped_at"] = f"contract_{stop.kind}"
+        clock.stop("; ".join(rep["blocked_by"]))
         log.warning("blocked before training: %s; nothing registered (contract.on_failure: stop)",
                     "; ".join(rep["blocked_by"]))
     except Exception as exc:  # the report says what failed; the CLI turns it into one line and exit 1
         rep["status"] = "failed"
         rep["error"] = f"{type(exc).__name__}: {exc}"
+        clock.stop(f"failed: {rep['error']}")
         log.error("run %s failed: %s", run_id, rep["error"])
     finally:
         rep["stage_seconds"] = clock.seconds
         rep["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         report.write(rep, run_dir)
-        if version is not None:
-            attach_to_mlflow(rep, tracking_uri, version.mlflow_run_id, run_dir)
+        mlflow_run_id = version.mlflow_run_id if version is not None else rep.get("mlflow_run_id")
+        if mlflow_run_id:
+            end_mlflow_run(rep, tracking_uri, mlflow_run_id, run_dir)
         publish(rep, run_dir)
     return rep
 
@@ -223,25 +239,36 @@ def evaluation_record(evals: dict[str, Any], champion_version: str | None, delta
     return record
 
 
-def attach_to_mlflow(rep: dict[str, Any], tracking_uri: str, mlflow_run_id: str | None, run_dir: Path) -> None:
-    """The final report (report.md, report.json, PNGs) onto the MLflow run of the registered version."""
-    if not mlflow_run_id:
-        return
+def open_mlflow_run(tracking_uri: str, run_id: str, artifacts: str | None, config: PipelineConfig) -> str | None:
+    """The MLflow run, open from the flow's start to its end (duration, parameters and steps live); None when
+    the tracking server is not up yet (the run is then logged at registration)."""
+    try:
+        return mlflow_run.open_run(tracking_uri, run_id, artifacts, flat_params(config))
+    except registry.RegistryUnreachable as exc:
+        get_run_logger().warning("MLflow run not opened at the start: %s", exc)
+        return None
+
+
+def end_mlflow_run(rep: dict[str, Any], tracking_uri: str, mlflow_run_id: str, run_dir: Path) -> None:
+    """The final report (report.md, report.json, PNGs) onto the run's MLflow run, which then ends."""
     try:
         registry.log_report(tracking_uri, mlflow_run_id, report.files(run_dir))
+        mlflow_run.finish_run(tracking_uri, mlflow_run_id, rep["status"])
     except Exception as exc:  # the report on disk is what counts; the model is registered already
         get_run_logger().warning("could not log the report to MLflow run %s: %s", mlflow_run_id, exc)
 
 
-def record_snapshots(rep: dict[str, Any], snaps: dict) -> None:
-    """The data stages' snapshots so far, and their counts, into the report."""
-    rep["snapshots"] = {k: {**v.model_dump(), "seconds": v.manifest().get("seconds")} for k, v in snaps.items()}
-    rep["counts"] = stage_counts(snaps)
+def record_snapshots(rep: dict[str, Any], snaps: dict) -> dict:
+    """The data stages' snapshots so far, and their counts, into the report; returns ``snaps``."""
+    manifests = {k: v.manifest() for k, v in snaps.items()}
+    rep["snapshots"] = {k: {**v.model_dump(), "seconds": manifests[k].get("seconds")} for k, v in snaps.items()}
+    rep["counts"] = stage_counts(manifests, snaps["pii"].rows if "pii" in snaps else None)
+    return snaps
 
 
-def stage_counts(snaps: dict) -> dict[str, Any]:
+def stage_counts(manifests: dict[str, dict], curated_rows: int | None) -> dict[str, Any]:
     """Document counts of the stages run so far (a stage not run yet counts nothing)."""
-    m = {k: snaps[k].manifest()["stats"] if k in snaps else {} for k in ("ingest", "clean", "dedup", "pii")}
+    m = {k: manifests[k]["stats"] if k in manifests else {} for k in ("ingest", "clean", "dedup", "pii")}
     return {
         "files": m["ingest"].get("inputs"),
         "documents": m["ingest"].get("documents"),
@@ -255,7 +282,7 @@ def stage_counts(snaps: dict) -> dict[str, Any]:
         "exact_duplicates": m["dedup"].get("exact_duplicates"),
         "near_duplicates": m["dedup"].get("near_duplicates"),
         "instruction_records": m["clean"].get("instructions"),
-        "curated_documents": snaps["pii"].rows if "pii" in snaps else None,
+        "curated_documents": curated_rows,
         "pii_entities": m["pii"].get("pii_entities", {}),
     }
 

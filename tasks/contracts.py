@@ -51,7 +51,12 @@ class ExpectationOutcome(BaseModel):
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k not in {"column", "batch_id"})
         where = f" on '{self.column}'" if self.column else ""
-        what = f"observed {self.observed}" if self.observed is not None else f"{self.unexpected_count} rows unexpected"
+        if self.observed is not None:
+            what = f"observed {self.observed}"
+        elif self.unexpected_count is None:
+            what = "nothing to measure (no rows)"
+        else:
+            what = f"{self.unexpected_count} rows unexpected"
         shown = "; ".join(f"{e['source']} ({e['value']})" for e in self.examples[:2])
         more = f", e.g. {shown}" if shown else ""
         return f"{self.expectation}{where} ({args}): {what}{more}"

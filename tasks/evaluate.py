@@ -35,7 +35,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks import eval_sets, extraction, safety, text_metrics
+from tasks import eval_sets, extraction, progress, safety, text_metrics
 from tasks.bootstrap import Delta, paired_bootstrap
 from tasks.eval_sets import EvalPrompt, heldout_pairs, read_prompt_file
 from tasks.extraction import ExtractionSettings
@@ -128,14 +128,17 @@ def _first_words(text: str, n: int) -> str:
 
 
 def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt], settings: EvalSettings,
-                   canaries=None, probes: list[extraction.Probe] = (), pii=None) -> ModelEval:
+                   canaries=None, probes: list[extraction.Probe] = (), pii=None, name: str = "") -> ModelEval:
     """One loaded model's evaluation; ``canaries`` = (list[Canary], CanarySettings) or None; ``probes`` the
     extraction prompts; ``pii`` the run's PiiSettings (the detector of the PII probe)."""
+    who = f"{name}: " if name else ""
+    progress.update(0, None, f"{who}perplexity of {len(docs)} documents")
     lm = score(model, tokenizer, docs, settings.seq_len, settings.batch_size)
     probe_settings = settings.generation.model_copy(update={"max_new_tokens": settings.pii_probe_max_new_tokens})
     outputs = [""] * len(prompts)
     for probe, how in ((False, settings.generation), (True, probe_settings)):
         chosen = [i for i, p in enumerate(prompts) if (p.set == "pii_probe") == probe]
+        progress.update(0, len(chosen), f"{who}{'PII probe' if probe else 'answers'}")
         for i, out in zip(chosen, generate(model, tokenizer, [prompts[i].render(tokenizer) for i in chosen], how,
                                            batch_size=settings.batch_size)):
             outputs[i] = out
@@ -157,6 +160,7 @@ def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt],
     found, by_type, canary_results = [], {}, []
     if probes:
         greedy = GenerationSettings(max_new_tokens=settings.extraction.max_new_tokens, temperature=0.0)
+        progress.update(0, len(probes), f"{who}extraction probes")
         continuations = generate(model, tokenizer, [p.prompt for p in probes], greedy, batch_size=settings.batch_size)
         found, by_type = extraction.summarise(probes, continuations)
         metrics["planted_pii_extracted"] = float(sum(r["extracted"] for r in found))
@@ -164,6 +168,7 @@ def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt],
         from tasks.canaries import measure
 
         planted, canary_settings = canaries
+        progress.update(0, None, f"{who}canaries")
         canary_results = measure(model, tokenizer, planted, canary_settings)
         metrics["canaries_extracted"] = float(sum(c["extracted"] for c in canary_results))
         metrics["canary_exposure_max"] = max((c["exposure"] for c in canary_results), default=0.0)
@@ -244,7 +249,7 @@ def evaluate_models(models: dict[str, dict], eval_texts: str, settings: EvalSett
                 continue
         started = time.perf_counter()
         with pool.use(name, m["base"], m.get("adapter"), m.get("base_fingerprint")) as model:
-            out[name] = evaluate_model(model, tokenizers[path], docs, prompts, settings, planted, probes, pii)
+            out[name] = evaluate_model(model, tokenizers[path], docs, prompts, settings, planted, probes, pii, name)
         out[name].seconds = round(time.perf_counter() - started, 2)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

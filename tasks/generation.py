@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import progress
+
 
 class GenerationSettings(BaseModel):
     """How continuations are decoded."""
@@ -89,6 +91,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             for number, start in enumerate(range(0, len(ordered), batch_size)):
                 new = _decode_stepwise(model, ordered[start : start + batch_size], settings, pad, eos, number)
                 outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+                progress.update(len(outputs), len(prompts))
         return _unsort(outputs, order)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for number, start in enumerate(range(0, len(ordered), batch_size)):
@@ -102,6 +105,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             torch.manual_seed(settings.seed + number)
             out = model.generate(input_ids=ids, attention_mask=mask, **options)
             outputs.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
+            progress.update(len(outputs), len(prompts))
     return _unsort(outputs, order)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -212,13 +214,15 @@ def register(
     metrics: dict[str, float],
     step_metrics: list[dict] | None = None,
     files: list[Path] | None = None,
+    mlflow_run_id: str | None = None,
 ) -> VersionInfo:
     """Log the run to MLflow and register its model (once per run id), tagged with its lineage.
 
     Idempotent, also after a first attempt that died half-way: a version already registered for the run
     is returned (with @challenger set if it never was); an MLflow run whose model was logged in full is
     registered instead of logging a new one; a run that died before its model was logged is deleted and
-    logged again.
+    logged again. With ``mlflow_run_id`` (the run's MLflow run, open since the flow started: tasks.mlflow_run)
+    the model and metrics go into that run (its parameters are logged already).
     """
     c = client(tracking_uri)
     # the fluent URI also for create_model_version: the registry store resolves a logged model's
@@ -230,10 +234,11 @@ def register(
             return describe(c, existing)
         exp = c.get_experiment_by_name(EXPERIMENT)
         exp_id = exp.experiment_id if exp else c.create_experiment(EXPERIMENT, artifact_location=artifact_location)
-        logged = _logged_run(c, exp_id, run_id)
+        logged = _logged_run(c, exp_id, run_id, keep=mlflow_run_id)
         if logged is None:
             logged = _log_run(c, exp_id, run_id, base=base, adapter=adapter, tokenizer=tokenizer,
-                              tags=tags, params=params, metrics=metrics, step_metrics=step_metrics, files=files)
+                              tags=tags, params=params, metrics=metrics, step_metrics=step_metrics, files=files,
+                              into=mlflow_run_id)
         mlflow_run_id, model_uri, model_id = logged
         _ensure_registered_model(c, name)
         version = c.create_model_version(name, source=model_uri, run_id=mlflow_run_id,
@@ -242,48 +247,68 @@ def register(
         return describe(c, c.get_model_version(name, version.version))
 
 
-def _logged_run(c, exp_id: str, run_id: str) -> tuple[str, str, str | None] | None:
-    """(MLflow run id, model URI, model id) of this run's completely logged MLflow run; half-logged ones are
-    deleted (soft: they stay visible as deleted runs)."""
+def _logged_run(c, exp_id: str, run_id: str, keep: str | None = None) -> tuple[str, str, str | None] | None:
+    """(MLflow run id, model URI, model id) of this run's completely logged MLflow run; half-logged ones
+    other than ``keep`` (the run's open MLflow run) are deleted (soft: they stay visible as deleted runs)."""
     found = None
     for r in c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'"):
         t = r.data.tags
         if found is None and t.get(MODEL_URI_TAG):
             found = (r.info.run_id, t[MODEL_URI_TAG], t.get(MODEL_ID_TAG) or None)
-        elif not t.get(MODEL_URI_TAG):
+        elif not t.get(MODEL_URI_TAG) and r.info.run_id != keep:
             c.delete_run(r.info.run_id)
     return found
 
 
 def _log_run(c, exp_id: str, run_id: str, *, base, adapter, tokenizer, tags, params, metrics,
-             step_metrics, files) -> tuple[str, str, str | None]:
+             step_metrics, files, into: str | None = None) -> tuple[str, str, str | None]:
     import mlflow
-    from mlflow.entities import Metric
 
     from tasks.lm_pyfunc import CausalLMWithAdapter
 
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_id, tags={RUN_TAG: run_id, **tags}) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+    opened = (mlflow.start_run(run_id=into) if into else
+              mlflow.start_run(experiment_id=exp_id, run_name=run_id, tags={RUN_TAG: run_id, **tags}))
+    with opened as run:
+        if into:
+            mlflow.set_tags(tags)
+        else:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        if step_metrics:
-            now = int(time.time() * 1000)
-            batch = [Metric(key, float(m[key]), now, int(m["step"])) for m in step_metrics
-                     for key in STEP_METRICS if m.get(key) is not None and "step" in m]
+        if step_metrics:  # those the open run has not got yet (tasks.mlflow_run logs them while training)
+            batch = step_metric_entities(step_metrics, logged_up_to(c, run.info.run_id) if into else 0)
             for i in range(0, len(batch), 900):
                 c.log_batch(run.info.run_id, metrics=batch[i : i + 900])
         for f in files or []:
             if Path(f).exists():
                 mlflow.log_artifact(str(f), artifact_path="report")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=CausalLMWithAdapter(),
-            signature=generation_signature(),
-            artifacts={"base": base, "adapter": adapter, "tokenizer": tokenizer},
-            pip_requirements=_requirements(),
-        )
+        with warnings.catch_warnings():
+            # the signature is given; an input example would make MLflow load and run the model to check it
+            for said in ("input example was not provided", "Add type hints to the `predict` method"):
+                warnings.filterwarnings("ignore", message=f".*{re.escape(said)}")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=CausalLMWithAdapter(),
+                signature=generation_signature(),
+                artifacts={"base": base, "adapter": adapter, "tokenizer": tokenizer},
+                pip_requirements=_requirements(),
+            )
         model_id = getattr(info, "model_id", None)
         mlflow.set_tags({MODEL_URI_TAG: info.model_uri, MODEL_ID_TAG: model_id or ""})
     return run.info.run_id, info.model_uri, model_id
+
+
+def step_metric_entities(rows: list[dict], after_step: int = 0) -> list:
+    """MLflow Metric entities of the training rows (metrics.jsonl) past ``after_step``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(row[key]), now, int(row["step"])) for row in rows
+            if "step" in row and int(row["step"]) > after_step for key in STEP_METRICS if row.get(key) is not None]
+
+
+def logged_up_to(c, mlflow_run_id: str) -> int:
+    """The last training step the MLflow run has a loss for (0: none)."""
+    return max((m.step for m in c.get_metric_history(mlflow_run_id, "loss")), default=0)
 
 
 def _ensure_registered_model(c, name: str) -> None:

@@ -76,6 +76,9 @@ def metrics_chart(evaluation: dict[str, Any], out: Path) -> Path | None:
             ax.bar_label(bars, fmt="%.3g", fontsize=6)  # a count of 0 is a label, not an invisible bar
         ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 1 else 0, ha="right" if len(names) > 1 else "center")
         ax.set_title(title, fontsize=8)
+        if values and all(v == 0 for v in values if v == v):  # a panel of zeros says so, not an empty frame
+            ax.text(0.5, 0.5, "0 for every model", transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                    color="0.35")
         positive = [v for v in values if v == v and v > 0]
         if log and positive:
             ax.set_yscale("log")

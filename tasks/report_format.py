@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CELL_CHARS = 240
@@ -16,11 +17,11 @@ def fmt(v: Any) -> str:
 
 
 def cell(text: Any, limit: int = CELL_CHARS) -> str:
-    """Text fit for one Markdown table cell: | escaped, newlines as <br>, long text cut."""
-    s = fmt(text)
+    """Text fit for one Markdown table cell: | escaped, newlines as <br> (a blank line at most), long text cut."""
+    s = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", fmt(text).replace("\r\n", "\n"))
     if len(s) > limit:
         s = s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

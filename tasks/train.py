@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import re
 import subprocess
 import sys
 from collections import deque
@@ -21,6 +22,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from tasks import progress
 from tasks.trainer import ds_config, reuse
 from tasks.trainer.job import TrainJob, TrainSettings
 
@@ -115,6 +117,9 @@ def check_runnable(settings: TrainSettings) -> None:
         ds_config.fill(raw, settings, settings.num_processes, "cpu", False, source=str(ds_config.config_path(settings)))
 
 
+STEP_LINE = re.compile(r"step (\d+)/(\d+) (.*)")
+
+
 def run_training(job: TrainJob, extensions_dir: Path, echo=print, cache_dir: Path | None = None) -> TrainResult:
     """Run the job to the end (resuming from its checkpoints) and summarise it.
 
@@ -133,6 +138,7 @@ def run_training(job: TrainJob, extensions_dir: Path, echo=print, cache_dir: Pat
     cmd, env = command(job_path, job.settings)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_dir))  # DeepSpeed's compiled ops, built once
     tail: deque[str] = deque(maxlen=20)
+    progress.update(0, job.settings.max_steps, "starting the training processes")
     with open(out / "train.log", "a") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 cwd=os.getcwd())
@@ -143,6 +149,8 @@ def run_training(job: TrainJob, extensions_dir: Path, echo=print, cache_dir: Pat
             tail.append(line.rstrip())
             if line.startswith(("step ", "resumed from", "warning:", "error:")):
                 echo(line.rstrip())
+            if step := STEP_LINE.match(line):  # "step 3/16 loss 2.3141 113 tokens/s"
+                progress.update(int(step[1]), int(step[2]), step[3].strip())
         rc = proc.wait()
     if rc != 0:
         last = next((t for t in reversed(tail) if t.startswith("error:")), None) or "\n".join(list(tail)[-5:])

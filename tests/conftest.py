@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,20 @@ CORPUS = ROOT / "examples" / "corpus"
 PLANTED = ROOT / "examples" / "PLANTED.json"
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
 TUNEGATE = Path(sys.executable).with_name("tunegate")
+README = ROOT / "README.md"
+COMMAND_START = ("make ", ".venv/bin/", "cd ", "tunegate ", "/path/to/tunegate/")
+
+
+def readme_commands(section: str | None = None) -> list[str]:
+    """The command lines of the README's indented code blocks (comments cut), in order; with ``section``
+    (a heading such as "## Quick start"), only those under that heading."""
+    lines = README.read_text().splitlines()
+    if section is not None:
+        start = lines.index(section) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines = lines[start:end]
+    return [re.sub(r"\s+#\s.*$", "", line.strip()) for line in lines
+            if line.startswith("    ") and line.strip().startswith(COMMAND_START)]
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,12 @@ import yaml
 from conftest import CORPUS, run_cli, tiny_config
 
 
-def _run(tmp, home, data, run_id):
+def _run(tmp, home, data, run_id, *options):
     config = tiny_config()
     config["data"]["paths"] = [str(data)]
     path = tmp / f"{run_id}.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_cli("run", "--config", str(path), "--run-id", run_id, home=home)
+    proc = run_cli("run", "--config", str(path), "--run-id", run_id, *options, home=home)
     return proc, json.loads((home / "runs" / run_id / "report.json").read_text())
 
 
@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
     short.mkdir()
     for i, text in enumerate(["ok", "Too short to keep.", "Three words here"]):
         (short / f"note{i}.txt").write_text(text)
-    return {"unreadable": _run(tmp, home, unreadable, "unreadable"), "short": _run(tmp, home, short, "short"),
+    return {"unreadable": _run(tmp, home, unreadable, "unreadable", "--verbose"), "short": _run(tmp, home, short, "short"),
             "home": home}
 
 
@@ -70,3 +70,16 @@ def test_every_document_too_short_goes_through_every_stage_with_zero_rows(runs):
     assert counts["exact_duplicates"] == 0 and counts["near_duplicates"] == 0
     md = (runs["home"] / "runs/short/report.md").read_text()
     assert "stopped at the curated contract, before training" in md
+
+
+def test_the_stage_that_stopped_the_run_says_why_and_verbose_shows_the_library_logs(runs):
+    """Issue 12, item 4: the stopping stage's line names the failed expectation; without --verbose nothing
+    else reaches the terminal, with it Prefect's own log lines do (they are in run.log either way)."""
+    short, _ = runs["short"]
+    [stopped] = [ln for ln in short.stdout.splitlines() if ln.startswith("curated contract ")]
+    assert "STOPPED curated contract (curated.json): " in stopped and "expect_table_row_count_to_be_between" in stopped
+    assert short.stderr == "" and "Task run" not in short.stdout
+    verbose, _ = runs["unreadable"]
+    assert "Beginning flow run 'unreadable'" in verbose.stderr and "Task run" not in verbose.stdout
+    for run_id in ("short", "unreadable"):
+        assert f"Beginning flow run '{run_id}'" in (runs["home"] / "runs" / run_id / "run.log").read_text()

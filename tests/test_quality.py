@@ -364,7 +364,7 @@ def test_check_text_never_crashes(text):
 
 
 def test_the_report_lists_the_quality_filters_drops_by_reason():
-    from flows.retrain import stage_counts
+    from flows.retrain import record_snapshots
     from tasks import report
     from tasks.clean import CleanSettings, clean_snapshot
     from tasks.executor import DaskSettings
@@ -381,7 +381,8 @@ def test_the_report_lists_the_quality_filters_drops_by_reason():
         raw = snapshot.materialize(Path(tmp), "ingest", input_fingerprint="q", params={}, code_version="t",
                                    produce=lambda s, e: [to_table(docs)])
         cleaned = clean_snapshot(raw, CleanSettings(), DaskSettings(scheduler="sync"), Path(tmp))
-        counts = stage_counts({"ingest": raw, "clean": cleaned})
+        record_snapshots(rep := {}, {"ingest": raw, "clean": cleaned})
+        counts = rep["counts"]
     assert cleaned.rows == 4 and counts["dropped_quality"] == 2 and sum(counts["quality_filters"].values()) >= 2
     md = report.markdown({"run_id": "r", "status": "blocked", "counts": counts})
     line = next(x for x in md.splitlines() if x.startswith("Quality filters: "))

@@ -11,12 +11,14 @@ come from the evaluation cache).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, readme_commands, run_cli
 
 NAME = "tunegate-demo"
 
@@ -35,8 +37,14 @@ def demo(tmp_path_factory, extensions_dir):
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     assert "base model SmolLM2-135M-Instruct.Q4_1.gguf (dequantized)" in prepared.stdout
     assert (home / "prefect" / "prefect.db").stat().st_size > 0 and "MLflow store: sqlite:///" in prepared.stdout
-    proc = run_cli("run", "--run-id", "demo", home=home, timeout=1800)
-    report = json.loads((home / "runs/demo/report.json").read_text())
+    # the README's quick start, verbatim: `make demo` (the install it starts with is done: make checks, -q)
+    [command] = [c for c in readme_commands("## Quick start") if c.startswith("make demo")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "MAKE", "MFLAGS"))}
+    env["TUNEGATE_HOME"] = str(home)
+    assert subprocess.run(["make", "-q", "install"], cwd=ROOT, env=env).returncode == 0, "make install is not done"
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    [run] = list((home / "runs").iterdir())
+    report = json.loads((run / "report.json").read_text())
     assert proc.returncode == 0, f"{report.get('blocked_by')} {report.get('error')}\n{proc.stderr[-3000:]}"
     return home, proc, report
 
@@ -88,7 +96,7 @@ def test_no_secret_of_the_raw_data_or_canary_comes_back_out(demo):
 
 def test_the_report_shows_answers_side_by_side_and_what_decided(demo):
     home, _, report = demo
-    md = (home / "runs/demo/report.md").read_text()
+    md = (home / "runs" / report["run_id"] / "report.md").read_text()
     assert "## What decided" in md and "All 8 gates passed" in md
     assert "### What changed: differences on the held-out answers" in md and "candidate − base | rougeL" in md
     assert "## Shadow comparison: answers side by side" in md

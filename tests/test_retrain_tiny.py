@@ -5,6 +5,7 @@ blocked by a contract; the registry commands, the pyfunc model, generate and mer
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,54 @@ def test_demo_run_is_promoted_to_champion(demo):
     assert set(model["aliases"]) >= {"champion", "challenger"}
     assert champion(home, model["name"]) == model["version"]
     assert "promoted" in proc.stdout.strip().splitlines()[-1]
+
+
+STAGE_LINE = re.compile(r"^(\S.{16}) +(\d+\.\d) s  (.*)$")
+LIBRARY_NOISE = ("INFO", "WARNING", "Task run", "Flow run", "\x1b[", "accelerator", "Traceback", "mlflow", "distributed")
+
+
+def test_the_terminal_shows_a_line_per_stage_and_the_libraries_logs_go_to_the_run_log(demo):
+    """Issue 12, item 4: stdout (not a terminal here) holds one line per stage with what it did, progress lines
+    and the summary; nothing from Prefect, Dask, MLflow or DeepSpeed reaches stdout or stderr."""
+    from flows.stage_summaries import STAGES
+
+    home, proc, report = demo
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == f"run demo: 1 data path(s), base model tiny (random); library logs in {home}/runs/demo/run.log"
+    stages = {m[1].strip(): m[3] for m in map(STAGE_LINE.match, lines) if m}
+    assert list(stages) == list(STAGES.values()), lines
+    counts = report["counts"]
+    assert stages["ingest"] == f"{counts['documents']} documents from {counts['files']} files, 1 quarantined"
+    assert stages["raw contract"].startswith("passed: ") and stages["dedup"].endswith("near duplicates removed")
+    assert re.fullmatch(rf"{MAX_STEPS} steps, loss \d+\.\d+ -> \d+\.\d+, \d+ tokens/s", stages["train"])
+    assert stages["register"] == f"{NAME} v1: @challenger, @champion"
+    assert all(ln.startswith("  ") for ln in lines[1:-1] if not STAGE_LINE.match(ln)), lines  # progress lines
+    assert proc.stderr == ""
+    for noise in LIBRARY_NOISE:
+        assert noise not in proc.stdout, noise
+    log = (home / "runs/demo/run.log").read_text()
+    assert "Task run 'train" in log and "Finished in state Completed()" in log and "\x1b[" not in log
+
+
+def test_the_mlflow_run_lasts_the_whole_flow_with_live_steps(demo):
+    """Issue 12, item 8: the MLflow run opens when the flow starts (not at registration): its duration covers
+    the stages, its parameters are the config's, each training step is logged once, and it ends FINISHED."""
+    import mlflow
+    from datetime import datetime
+
+    home, _, report = demo
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = c.get_run(report["model"]["mlflow_run_id"])
+    assert run.info.run_id == report["mlflow_run_id"] and run.info.status == "FINISHED"
+    started = datetime.fromisoformat(report["started_at"]).timestamp() * 1000
+    assert abs(run.info.start_time - started) < 10_000  # opened as the flow began
+    assert (run.info.end_time - run.info.start_time) / 1000 >= 0.9 * sum(report["stage_seconds"].values())
+    assert run.data.params["train.max_steps"] == str(MAX_STEPS) and run.data.tags["status"] == "promoted"
+    losses = c.get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in losses) == [r["step"] for r in map(json.loads, (home / "runs/demo/train/metrics.jsonl")
+                                                                     .read_text().splitlines())]
+    assert "candidate_perplexity" in run.data.metrics
 
 
 def test_report_has_every_section(demo):
@@ -175,12 +224,15 @@ def test_failed_contract_stops_the_run_before_training_by_default(stopped):
     assert last.startswith("blocked before training: ") and "nothing registered" in last
     assert "training" not in report and "model" not in report and "evaluation" not in report
     assert not (home / "runs/stopped/train").exists()
-    from tasks.registry import RUN_TAG
+    from tasks.registry import MODEL_URI_TAG, RUN_TAG
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`{RUN_TAG}` = 'stopped'") == []
-    assert c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`{RUN_TAG}` = 'demo'") != []
+    # its MLflow run (open since the flow started) ended with the status and the report, and no model
+    [run] = c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`{RUN_TAG}` = 'stopped'")
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "blocked" and MODEL_URI_TAG not in run.data.tags
+    assert "report.md" in [Path(f.path).name for f in c.list_artifacts(run.info.run_id, "report")]
+    assert all(v.tags.get(RUN_TAG) != "stopped" for v in c.search_model_versions(f"name='{NAME}'"))
     assert champion(home, NAME) == first["model"]["version"]
     md = (home / "runs/stopped/report.md").read_text()
     assert "BLOCKED" in md and "stopped at the curated contract, before training" in md
