@@ -95,10 +95,12 @@ def close_client(address: str) -> None:
         _close(client)
 
 
-def map_shards(fn: Callable[..., R], shards: Sequence[T], settings: DaskSettings, *args: Any) -> Iterator[R]:
-    """``fn(shard, *args)`` for every shard, results yielded in shard order (with progress)."""
-    label = fn.__name__.strip("_").replace("_", " ")
-    return track(_map(fn, shards, settings, args), label, total=len(shards))
+def map_shards(fn: Callable[..., R], shards: Sequence[T], settings: DaskSettings, *args: Any,
+               sizes: list[int] | None = None, unit: str | None = None) -> Iterator[R]:
+    """``fn(shard, *args)`` for every shard, results yielded in shard order, with progress: in shards, or in
+    ``unit`` with ``sizes`` (what each shard holds)."""
+    label = unit or fn.__name__.strip("_").replace("_", " ")
+    return track(_map(fn, shards, settings, args), label, total=len(shards), sizes=sizes)
 
 
 def _map(fn, shards, settings: DaskSettings, args) -> Iterator:
@@ -140,9 +142,12 @@ def shardwise_snapshot(ref, stage: str, shard_fn: Callable, settings: Any, dask_
     (table, Counter) for one shard as a Dask task; ``summarize`` turns the summed counters into the stats."""
     from tasks import snapshot
 
+    shards = snapshot.shard_rows(ref)
+
     def produce(stats: dict, extra: dict):
         total: Counter = Counter()
-        for table, counts in map_shards(shard_fn, [str(p) for p in snapshot.shard_paths(ref)], dask_settings, settings):
+        for table, counts in map_shards(shard_fn, [str(p) for p in shards], dask_settings, settings,
+                                        sizes=list(shards.values()), unit="documents"):
             total.update(counts)
             yield table
         stats.update(summarize(total))

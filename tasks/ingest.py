@@ -281,7 +281,8 @@ def ingest_to_snapshot(paths: list[str | Path], settings: IngestSettings, dask_s
         quarantined: list[dict] = []
         pending: list[dict] = []
         documents = 0
-        for docs, bad in map_shards(_ingest_batch, batches, dask_settings, settings, commits):
+        for docs, bad in map_shards(_ingest_batch, batches, dask_settings, settings, commits,
+                                    sizes=[len(b) for b in batches], unit="files"):
             quarantined.extend(bad)
             pending.extend(docs)
             documents += len(docs)

@@ -69,13 +69,16 @@ def update(done: int, total: int | None = None, detail: str | None = None, every
         log.info("%s%d%s", f"{_detail}: " if _detail else "", done, of)
 
 
-def track(items: Iterable[T], label: str, total: int | None = None) -> Iterator[T]:
-    """Yield ``items`` while telling how far along they are."""
-    if total is None and hasattr(items, "__len__"):
+def track(items: Iterable[T], label: str, total: int | None = None, sizes: list[int] | None = None) -> Iterator[T]:
+    """Yield ``items`` while telling how far along they are: in items, or with ``sizes`` (one per item: the
+    files of a batch, the documents of a shard) in what they hold."""
+    if sizes is not None:
+        total = sum(sizes)
+    elif total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     update(0, total, label)
     done = 0
-    for item in items:
+    for i, item in enumerate(items):
         yield item
-        done += 1
+        done += sizes[i] if sizes is not None else 1
         update(done, total)

@@ -210,9 +210,14 @@ def publish(final: str | Path, build: Callable[[Path], Any]) -> bool:
 
 
 def shard_paths(ref: SnapshotRef | str | Path) -> list[Path]:
+    return list(shard_rows(ref))
+
+
+def shard_rows(ref: SnapshotRef | str | Path) -> dict[Path, int]:
+    """Each shard's path and row count, in order."""
     path = Path(ref.path if isinstance(ref, SnapshotRef) else ref)
     manifest = json.loads((path / MANIFEST).read_text())
-    return [path / s["file"] for s in manifest["shards"]]
+    return {path / s["file"]: s["rows"] for s in manifest["shards"]}
 
 
 def iter_tables(ref: SnapshotRef | str | Path) -> Iterator[pa.Table]:
