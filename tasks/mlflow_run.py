@@ -11,14 +11,14 @@ server that is not up yet when the flow starts is not an error: the run is then 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.registry import EXPERIMENT, RUN_TAG, client, logged_up_to, step_metric_entities, tracking
+from tasks.registry import RUN_TAG, client, experiment_id, logged_up_to, step_metric_entities, tracking
+from tasks.train import read_metrics
 
 FOLLOW_EVERY_S = 2.0
 
@@ -30,8 +30,7 @@ def open_run(tracking_uri: str, run_id: str, artifact_location: str | None, para
 
     c = client(tracking_uri)
     with tracking(tracking_uri):
-        exp = c.get_experiment_by_name(EXPERIMENT)
-        exp_id = exp.experiment_id if exp else c.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+        exp_id = experiment_id(c, artifact_location)
         earlier = c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'",
                                 order_by=["attributes.start_time DESC"], max_results=1)
         if earlier:
@@ -53,18 +52,6 @@ def finish_run(tracking_uri: str, mlflow_run_id: str, status: str) -> None:
     c.set_terminated(mlflow_run_id, "FAILED" if status == "failed" else "FINISHED")
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            break
-    return rows
-
-
 @contextmanager
 def follow_steps(tracking_uri: str, mlflow_run_id: str | None, metrics_path: Path) -> Iterator[None]:
     """While the block runs (training), log each new row of ``metrics_path`` to the run every few seconds;
@@ -80,7 +67,7 @@ def follow_steps(tracking_uri: str, mlflow_run_id: str | None, metrics_path: Pat
     done = threading.Event()
 
     def flush() -> None:
-        batch = step_metric_entities(_read_rows(metrics_path), state["last"])
+        batch = step_metric_entities(read_metrics(metrics_path), state["last"])
         for i in range(0, len(batch), 900):
             c.log_batch(mlflow_run_id, metrics=batch[i : i + 900])
         if batch:

@@ -232,8 +232,7 @@ def register(
         if existing is not None:
             _ensure_challenger(c, name, str(existing.version))
             return describe(c, existing)
-        exp = c.get_experiment_by_name(EXPERIMENT)
-        exp_id = exp.experiment_id if exp else c.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+        exp_id = experiment_id(c, artifact_location)
         logged = _logged_run(c, exp_id, run_id, keep=mlflow_run_id)
         if logged is None:
             logged = _log_run(c, exp_id, run_id, base=base, adapter=adapter, tokenizer=tokenizer,
@@ -245,6 +244,12 @@ def register(
                                          tags={RUN_TAG: run_id, **tags}, model_id=model_id)
         c.set_registered_model_alias(name, "challenger", version.version)
         return describe(c, c.get_model_version(name, version.version))
+
+
+def experiment_id(c, artifact_location: str | None) -> str:
+    """The id of tunegate's MLflow experiment, created (artifacts at ``artifact_location``) if missing."""
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    return exp.experiment_id if exp else c.create_experiment(EXPERIMENT, artifact_location=artifact_location)
 
 
 def _logged_run(c, exp_id: str, run_id: str, keep: str | None = None) -> tuple[str, str, str | None] | None:
