@@ -1,9 +1,9 @@
 """Exposure: what tunegate starts listens on 127.0.0.1 only; compose publishes on 127.0.0.1; no credential
 is committed.
 
-- ``tunegate server`` (Prefect server + MLflow UI) and ``tunegate serve`` (the Prefect runner) are started as
-  a user starts them; the listening sockets of their whole process trees are read with
-  psutil.net_connections: every one is on 127.0.0.1, none on 0.0.0.0 / :: (all interfaces).
+- ``tunegate server`` (Prefect server + MLflow UI) and ``tunegate serve`` (the Prefect runner): tests/test_operations.py
+  starts them as a user does and reads the listening sockets of their whole process trees
+  (tests/helpers/sockets.py): every one is on 127.0.0.1, none on 0.0.0.0 / :: (all interfaces).
 - The Dask LocalCluster of tasks/executor.py (scheduler, nanny, worker and its dashboard): the same.
 - docker-compose.yml: every published port, in short or long syntax, names host 127.0.0.1; no service uses
   the host's network. (Inside the containers the servers bind 0.0.0.0, which only the published port reaches.)
@@ -15,127 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
-import psutil
 import yaml
 
-from conftest import ROOT, TUNEGATE
-
-LOOPBACK = {"127.0.0.1", "::1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tree(pid: int) -> set[int]:
-    try:
-        root = psutil.Process(pid)
-        return {pid, *(p.pid for p in root.children(recursive=True))}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def listening(pids: set[int]) -> list[tuple[int, str, int]]:
-    """(pid, address, port) of every listening TCP socket and bound UDP socket of these processes."""
-    out = []
-    for c in psutil.net_connections(kind="inet"):
-        if c.pid in pids and c.laddr and (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM):
-            out.append((c.pid, c.laddr.ip, c.laddr.port))
-    return out
-
-
-def _env(home: Path, **extra: str) -> dict:
-    env = {**os.environ, "TUNEGATE_HOME": str(home), **extra}
-    for leaked in ("PREFECT_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(leaked, None)
-    if "PREFECT_API_URL" not in extra:
-        env.pop("PREFECT_API_URL", None)
-    return env
-
-
-def _wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
-    """Lines of stdout up to the one containing needle; the process must stay alive. A thread reads the
-    pipe (and keeps draining it afterwards, so the process never blocks on a full pipe)."""
-    import threading
-
-    if not hasattr(proc, "lines"):
-        proc.lines = []
-
-        def pump():
-            for line in proc.stdout:
-                proc.lines.append(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(needle in line for line in proc.lines):
-            return list(proc.lines)
-        if proc.poll() is not None:
-            time.sleep(0.5)
-            raise AssertionError(f"exited {proc.returncode}: {''.join(proc.lines)[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"no {needle!r} within {timeout} s: {''.join(proc.lines)[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _sockets_over(pid: int, seconds: float) -> list[tuple[int, str, int]]:
-    """The listening sockets of pid's tree, sampled for a while (servers open more as they start)."""
-    seen: set[tuple[int, str, int]] = set()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        seen |= set(listening(_tree(pid)))
-        time.sleep(0.5)
-    return sorted(seen)
-
-
-def test_server_and_serve_listen_on_loopback_only(tmp_path):
-    prefect_port, mlflow_port = _free_port(), _free_port()
-    server = subprocess.Popen([str(TUNEGATE), "server", "--prefect-port", str(prefect_port),
-                               "--mlflow-port", str(mlflow_port)], cwd=ROOT, env=_env(tmp_path / "home"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    serve = None
-    try:
-        _wait_line(server, "MLflow UI", timeout=240)
-        sockets = _sockets_over(server.pid, 2)
-        print(f"\ntunegate server listens on: {sorted({(a, p) for _, a, p in sockets})}")
-        ports = {p for _, _, p in sockets}
-        assert {prefect_port, mlflow_port} <= ports, sockets
-        assert all(addr in LOOPBACK for _, addr, _ in sockets), sockets
-        # the Prefect UI served there calls the API on that port, not Prefect's default 4200
-        ui = httpx.get(f"http://127.0.0.1:{prefect_port}/ui-settings", timeout=30, follow_redirects=True).json()
-        assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api", ui
-
-        api = f"http://127.0.0.1:{prefect_port}/api"
-        serve = subprocess.Popen([str(TUNEGATE), "serve", "--config", str(ROOT / "configs/tiny.yaml")], cwd=ROOT,
-                                 env=_env(tmp_path / "home", PREFECT_API_URL=api), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        _wait_line(serve, "serving", timeout=240)
-        served = _sockets_over(serve.pid, 4)
-        print(f"tunegate serve listens on: {sorted({(a, p) for _, a, p in served}) or 'nothing'}")
-        assert all(addr in LOOPBACK for _, addr, _ in served), served
-    finally:
-        for proc in (serve, server):
-            if proc is not None:
-                _stop(proc)
-    assert not listening(_tree(server.pid))
+from conftest import ROOT
+from helpers.sockets import LOOPBACK, listening, process_tree
 
 
 def test_dask_local_cluster_listens_on_loopback_only():
@@ -143,11 +29,11 @@ def test_dask_local_cluster_listens_on_loopback_only():
     from tasks.executor import DaskSettings, client_for
 
     settings = DaskSettings(workers=1, memory_limit="1GiB")
-    before = set(listening(_tree(os.getpid())))
+    before = set(listening(process_tree(os.getpid())))
     client = client_for(settings)
     try:
         assert client.submit(sum, [1, 2]).result(timeout=120) == 3
-        new = sorted(set(listening(_tree(os.getpid()))) - before)
+        new = sorted(set(listening(process_tree(os.getpid()))) - before)
         print(f"\nDask LocalCluster listens on: {[(a, p) for _, a, p in new]}")
         assert len(new) >= 3, new  # scheduler, nanny, worker, and the dashboard when it runs
         assert all(addr in LOOPBACK for _, addr, _ in new), new

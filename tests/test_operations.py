@@ -17,10 +17,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from conftest import ROOT, TUNEGATE, run_cli, tiny_config
+from helpers.sockets import LOOPBACK, sockets_over
 from test_drift import company_texts, drifted_texts, undrifted_texts, write_jsonl
 
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -354,6 +356,12 @@ def _final(api: str, run) -> bool:
         return c.read_flow_run(run.id).state.is_final()
 
 
+def test_serve_listens_on_loopback_only(served):
+    sockets = sockets_over(served["proc"].pid, 2)
+    print(f"\ntunegate serve listens on: {sorted({(a, p) for _, a, p in sockets}) or 'nothing'}")
+    assert all(addr in LOOPBACK for _, addr, _ in sockets), sockets
+
+
 def test_served_deployments_carry_the_schedules_of_prefect_yaml(served):
     with client(served["api"]) as c:
         for name in ("retrain", "drift-monitor"):
@@ -385,13 +393,14 @@ def test_server_starts_prefect_and_mlflow_and_ctrl_c_stops_both(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         assert healthy(f"http://127.0.0.1:{prefect_port}/api/health") and healthy(f"http://127.0.0.1:{mlflow_port}/health")
         assert (home / "prefect" / "prefect.db").exists() and (home / "mlflow.db").exists()  # the state folder
-        for c in children:  # every server listens on 127.0.0.1 only
-            try:
-                listening = [conn for conn in c.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
-            except psutil.NoSuchProcess:  # a short-lived helper that has exited since it was listed
-                continue
-            for conn in listening:
-                assert conn.laddr.ip == "127.0.0.1", (c.name(), conn)
+        # every socket of the whole tree listens on loopback only, none on all interfaces (0.0.0.0 / ::)
+        sockets = sockets_over(proc.pid, 2)
+        print(f"\ntunegate server listens on: {sorted({(a, p) for _, a, p in sockets})}")
+        assert {prefect_port, mlflow_port} <= {p for _, _, p in sockets}, sockets
+        assert all(addr in LOOPBACK for _, addr, _ in sockets), sockets
+        # the Prefect UI served there calls the API on that port, not Prefect's default 4200
+        ui = httpx.get(f"http://127.0.0.1:{prefect_port}/ui-settings", timeout=30, follow_redirects=True).json()
+        assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api", ui
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
         proc.wait(timeout=30)
         assert "stopping the Prefect and MLflow servers" in tail(log)

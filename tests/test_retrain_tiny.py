@@ -250,7 +250,8 @@ def test_second_run_reuses_the_snapshots(blocked):
     assert f"- snapshots: ingest, clean, dedup, pii: same inputs, parameters and code as an earlier run (about {saved:.0f} s" in section
     evaluated = next(line for line in section.splitlines() if line.startswith("- evaluation: "))
     assert "base" in evaluated and "from the evaluation cache" in evaluated  # the same base, the same held-out data
-    assert "- training: trained again. With `train.reuse: true`" in section
+    # configs/tiny.yaml has train.reuse: the same base, data blocks, tokenizer and settings as the demo's run
+    assert report["training"]["reused"] is True and "- training: copied from the training cache" in section
     assert "## Reused from earlier runs" not in (home / "runs/demo/report.md").read_text()  # nothing to reuse at first
 
 
