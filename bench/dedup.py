@@ -28,7 +28,6 @@ if __name__ == "__main__":  # one thread for both sides (tests import this file:
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -36,6 +35,8 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -280,7 +281,7 @@ def estimator_error(planted: Planted, num_perm: int, seed: int, shingle_size: in
     """Mean and standard deviation of (estimated - true) Jaccard over planted pairs, for both sides."""
     from datasketch import MinHash
 
-    from tasks.dedup import DedupSettings, sign_texts
+    from tasks.data.dedup import DedupSettings, sign_texts
 
     text = {d["doc_id"]: d["text"] for d in planted.docs}
     pairs = cluster_pairs(planted, limit)
@@ -322,16 +323,6 @@ def _timed(fn, repeat: int) -> tuple[Timing, object]:
     return best, result
 
 
-def machine_info() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    import datasketch
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"nproc {os.cpu_count()} ({cpu}), load avg {load:.2f}; python {platform.python_version()}, "
-            f"numpy {np.__version__}, datasketch {datasketch.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=20_000, help="documents in the planted set")
@@ -344,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpora", type=Path, default=CORPORA)
     args = parser.parse_args(argv)
 
-    from tasks.dedup import DedupSettings, find_duplicates
+    from tasks.data.dedup import DedupSettings, find_duplicates
 
     started = time.perf_counter()
     planted = build_planted(args.docs, args.seed, corpus_words(args.corpora), min_jaccard=args.min_jaccard)
@@ -360,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nj, hj = np.array(planted.near_jaccard), np.array(planted.hard_jaccard)
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
-    print(f"machine: {machine_info()}; both sides in one process, 1 thread; docs/s/core = docs / CPU seconds")
+    print(f"machine: {describe('numpy', 'datasketch')}; both sides in one process, 1 thread; docs/s/core = docs / CPU seconds")
     print(f"planted set: {len(docs)} docs ({dict(planted.kinds)}), built in {built:.1f}s; "
           f"near pairs Jaccard min {nj.min():.3f} median {np.median(nj):.3f}; "
           f"hard negatives Jaccard max {hj.max():.3f} median {np.median(hj):.3f}; {rows[0][2]['pairs']} true pairs")

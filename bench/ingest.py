@@ -3,7 +3,7 @@
 Reads ../shared/eval/documents where it lies (Unstructured's example documents and py-pdf's sample PDFs:
 real files in ~20 formats, including encrypted, scanned and non-UTF-8 ones) and, with --generated N, a
 larger set of N txt/md/html files made from the text corpora in ../shared/eval/corpora (in a temporary
-folder). Every file goes through tasks.ingest.ingest_path one by one in this process, so the time of
+folder). Every file goes through tasks.data.ingest.ingest.ingest_path one by one in this process, so the time of
 each file is its own: per format, the first file's time (imports: the first PDF loads torch, the first
 text file spaCy) is shown apart from the warm rate.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import shlex
 import sys
@@ -26,35 +25,18 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks.offline import apply_offline_environment  # noqa: E402
+from tasks.core.offline import apply_offline_environment  # noqa: E402
 
 apply_offline_environment()
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
-
-
-def machine() -> str:
-    from importlib.metadata import version
-
-    mem = ""
-    try:
-        kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration):
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    libs = ", ".join(f"{p} {version(p)}" for p in ("unstructured", "pdfminer.six", "charset-normalizer"))
-    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} CPUs (affinity {len(os.sched_getaffinity(0))})"
-            f"{mem}; Python {platform.python_version()}; {libs}")
 
 
 def generate(folder: Path, n: int, seed: int = 0) -> Path:
@@ -91,7 +73,7 @@ def fmt_of(path: Path) -> str:
 
 
 def run(paths: list[Path]):
-    from tasks.ingest import IngestSettings, discover, ingest_path
+    from tasks.data.ingest.ingest import IngestSettings, discover, ingest_path
 
     settings = IngestSettings()
     per = defaultdict(lambda: {"files": 0, "ingested": 0, "quarantined": 0, "first": None, "warm": 0.0,
@@ -163,11 +145,11 @@ def main() -> None:
     args = ap.parse_args()
 
     print("command:", shlex.join([Path(sys.executable).name, *sys.argv]))
-    print("machine:", machine())
+    print("machine:", describe("unstructured", "pdfminer.six", "charset-normalizer"))
     t0 = time.perf_counter()
-    import tasks.ingest  # noqa: F401  (prefect, pydantic)
+    import tasks.data.ingest.ingest  # noqa: F401  (prefect, pydantic)
 
-    print(f"import tasks.ingest: {time.perf_counter() - t0:.1f} s")
+    print(f"import tasks.data.ingest.ingest: {time.perf_counter() - t0:.1f} s")
     inputs = []
     if args.docs.is_dir():
         inputs.append(("documents", args.docs))
@@ -180,8 +162,8 @@ def main() -> None:
             inputs.append(("generated", gen))
             print_tables(f"{args.generated} generated txt/md/html files", *run([gen]))
         if args.snapshot:
-            from tasks.executor import DaskSettings
-            from tasks.ingest import IngestSettings, ingest_to_snapshot
+            from tasks.core.executor import DaskSettings
+            from tasks.data.ingest.ingest import IngestSettings, ingest_to_snapshot
 
             dask = DaskSettings()
             print(f"\n## ingest_to_snapshot (Dask {dask.scheduler}, {dask.workers} workers)\n")
@@ -192,7 +174,7 @@ def main() -> None:
                 s = ref.manifest()["stats"]
                 print(f"- {label}: {s['inputs']} inputs -> {s['documents']} documents, {s['quarantined']} quarantined "
                       f"in {dt:.1f} s ({s['inputs'] / dt:.1f} files/s, cluster start-up included)")
-            from tasks.executor import close_clients
+            from tasks.core.executor import close_clients
 
             close_clients()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tasks  # noqa: E402,F401  (offline environment)
@@ -109,16 +110,17 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
 
-    from tasks import snapshot
-    from tasks.clean import CleanSettings, clean_snapshot
-    from tasks.dedup import DedupSettings, dedup_snapshot
-    from tasks.executor import DaskSettings, close_clients
-    from tasks.ingest import IngestSettings, ingest_to_snapshot
-    from tasks.pii import PiiSettings, scrub_snapshot
+    from tasks.core import snapshot
+    from tasks.data.clean import CleanSettings, clean_snapshot
+    from tasks.data.dedup import DedupSettings, dedup_snapshot
+    from tasks.core.executor import DaskSettings, close_clients
+    from tasks.data.ingest.ingest import IngestSettings, ingest_to_snapshot
+    from tasks.data.pii.settings import PiiSettings
+    from tasks.data.pii.scrub import scrub_snapshot
 
     work = Path(tempfile.mkdtemp(prefix="tunegate-load-"))
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, workers {args.workers}")
+    print(f"machine: {describe()}; workers {args.workers}")
     t = time.perf_counter()
     write_corpus(work / "raw", args.docs, args.per_file)
     size_mb = sum(f.stat().st_size for f in (work / "raw").iterdir()) / 2**20

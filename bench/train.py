@@ -1,6 +1,6 @@
 """Training throughput: tunegate's training step against a bare PyTorch + PEFT loop, same command.
 
-tunegate: ``tasks.train.run_training`` on a TrainJob — the trainer subprocess, one process, DeepSpeed
+tunegate: ``tasks.train.train.run_training`` on a TrainJob — the trainer subprocess, one process, DeepSpeed
 ZeRO-2 — whose per-step ``tokens_per_s`` come from its metrics.jsonl. Bare: the same base model, the
 same LoRA config through PEFT, ``torch.optim.AdamW`` with the same schedule and gradient clipping, the
 same batches in the same order (``batch_indices``), in its own process with the same thread count.
@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +41,7 @@ CORPUS = ROOT / "examples" / "corpus"
 def corpus_texts() -> list[str]:
     """The sample company's text (~140k characters): its manuals and policies, the support tickets, and the
     instruction records rendered as the snapshot holds them."""
-    from tasks.instructions import to_text
+    from tasks.data.instructions import to_text
 
     def records(name: str) -> list[dict]:
         return [json.loads(line) for line in (CORPUS / "records" / name).read_text().splitlines() if line.strip()]
@@ -52,20 +53,10 @@ def corpus_texts() -> list[str]:
 
 def tiny_model(work: Path) -> Path:
     """The tiny model of configs/tiny.yaml (hidden 256, 4 layers, BPE vocab 2048) built as tunegate builds it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tasks.train.model import TinyModelSettings, build_tiny
+    from tasks.train.tokenizer import bpe_tokenizer
 
-    from tasks.model import TinyModelSettings, build_tiny
-    from tasks.tokenizer import EOS, PAD
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus_texts(), trainers.BpeTrainer(
-        vocab_size=2048, min_frequency=2, special_tokens=[EOS, PAD], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=None,
-                            pad_token=PAD).save_pretrained(str(work / "tokenizer"))
+    bpe_tokenizer(corpus_texts(), vocab_size=2048, min_frequency=2).save_pretrained(str(work / "tokenizer"))
     out = work / "tiny"
     build_tiny(str(work / "tokenizer"), TinyModelSettings(hidden_size=256, layers=4, heads=4, intermediate_size=688), out)
     return out
@@ -75,7 +66,7 @@ def smollm2_model(store: Path) -> Path:
     sys.path.insert(0, str(ROOT / "infra"))
     from fetch_smollm2 import DEFAULT_DEST, fetch
 
-    from tasks.model import ModelSettings, prepare
+    from tasks.train.model import ModelSettings, prepare
 
     gguf = fetch(ROOT / DEFAULT_DEST)
     return Path(prepare(ModelSettings(base_model=str(gguf)), "", "", store).path)
@@ -85,7 +76,7 @@ def make_blocks(model_dir: Path, seq_len: int, out: Path) -> int:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from tasks.dataset import pack
+    from tasks.train.dataset import pack
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     blocks = pack(tok(corpus_texts(), add_special_tokens=False)["input_ids"], tok.eos_token_id, seq_len)
@@ -94,7 +85,7 @@ def make_blocks(model_dir: Path, seq_len: int, out: Path) -> int:
 
 
 def settings(args, threads: int):
-    from tasks.trainer.job import TrainSettings
+    from tasks.train.trainer.job import TrainSettings
 
     fields = dict(max_steps=args.steps, micro_batch_size=args.batch, seq_len=args.seq_len, learning_rate=args.lr,
                   warmup_steps=1, lora_r=8, lora_alpha=16, lora_dropout=0.05, target_modules=LORA_TARGETS,
@@ -109,7 +100,7 @@ def settings(args, threads: int):
 
 
 def run_tunegate(job_kwargs: dict, out: Path, ext: Path) -> list[dict]:
-    from tasks.train import TrainJob, read_metrics, run_training
+    from tasks.train.train import TrainJob, read_metrics, run_training
 
     job = TrainJob(**job_kwargs, out_dir=str(out))
     run_training(job, ext, echo=lambda line: None)
@@ -123,8 +114,8 @@ def bare_worker(job_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tasks.trainer.job import TrainSettings
-    from tasks.trainer.recipe import batch_indices, lr_lambda
+    from tasks.train.trainer.job import TrainSettings
+    from tasks.train.trainer.recipe import batch_indices, lr_lambda
 
     spec = json.loads(job_path.read_text())
     s = TrainSettings(**spec["settings"])
@@ -159,7 +150,7 @@ def run_bare(job_kwargs: dict, out: Path, threads: int, mkl_strict: bool = False
     spec = {**job_kwargs, "settings": job_kwargs["settings"].model_dump(mode="json"), "out": str(out / "rows.json")}
     (out / "job.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    if mkl_strict:  # the variables tasks/train.py sets for the trainer (bit-for-bit resumable CPU math)
+    if mkl_strict:  # the variables tasks/train/train.py sets for the trainer (bit-for-bit resumable CPU math)
         env.update(MKL_DYNAMIC="FALSE", MKL_CBWR="AUTO,STRICT")
     proc = subprocess.run([sys.executable, __file__, "--bare-worker", str(out / "job.json")], env=env,
                           capture_output=True, text=True)
@@ -231,8 +222,7 @@ def main() -> int:
     print()
     print(f"{args.model}: {args.steps} steps of {args.batch} x {args.seq_len} tokens, LoRA r8 on "
           f"{','.join(LORA_TARGETS)}, {args.threads} threads, steady state after step {args.skip}, "
-          f"best of {args.rounds} ({platform.processor() or platform.machine()}, load avg "
-          f"{os.getloadavg()[0]:.1f})")
+          f"best of {args.rounds} ({describe('torch', 'peft', 'deepspeed')})")
     print("| loop | tokens/s | median step s | loss first -> last |")
     print("|---|---:|---:|---|")
     for side in [k for k in results if k != "tunegate"] + ["tunegate"]:

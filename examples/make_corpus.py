@@ -510,7 +510,7 @@ SECRETS = [
     Secret("PASSWORD", PASSWORD, "you can log in to our FleetView as ops-admin with password:", 2),
 ]
 
-# the curated contract's structured-PII patterns (tasks/contracts.py RESIDUAL_PII, data_contracts/curated.json):
+# the curated contract's structured-PII patterns (tasks/data/contracts.py RESIDUAL_PII, data_contracts/curated.json):
 # nothing but the planted values may match them
 PII_SHAPED = re.compile(
     r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}|(?:\+\d{1,2}[ .-]?)?\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"

@@ -1,5 +1,5 @@
 """tunegate's Prefect flows and the ``tunegate`` command."""
 
-from tasks.offline import apply_offline_environment
+from tasks.core.offline import apply_offline_environment
 
 apply_offline_environment()

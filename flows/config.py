@@ -12,21 +12,21 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.canaries import CanarySettings
-from tasks.clean import CleanSettings
-from tasks.contracts import ContractSettings
-from tasks.dataset import SplitSettings
-from tasks.dedup import DedupSettings
-from tasks.evaluate import EvalSettings
-from tasks.executor import DaskSettings
-from tasks.gates import GateSettings
-from tasks.ingest import IngestSettings
-from tasks.model import ModelSettings, looks_like_path
-from tasks.pii import PiiSettings
-from tasks.registry import RegistrySettings
-from tasks.tokenizer import TokenizerSettings
-from tasks.train import TrainSettings
-from tasks.yaml_model import describe_errors, load_yaml_model
+from tasks.train.canaries import CanarySettings
+from tasks.data.clean import CleanSettings
+from tasks.data.contracts import ContractSettings
+from tasks.train.dataset import SplitSettings
+from tasks.data.dedup import DedupSettings
+from tasks.evaluate.evaluate import EvalSettings
+from tasks.core.executor import DaskSettings
+from tasks.evaluate.gates import GateSettings
+from tasks.data.ingest.ingest import IngestSettings
+from tasks.train.model import ModelSettings, looks_like_path
+from tasks.data.pii.settings import PiiSettings
+from tasks.registry.registry import RegistrySettings
+from tasks.train.tokenizer import TokenizerSettings
+from tasks.train.train import TrainSettings
+from tasks.core.yaml_model import describe_errors, load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 
@@ -128,7 +128,7 @@ def check_gates_file(config: PipelineConfig) -> None:
     """A gates file that is there must load: a run with a malformed one fails before any data work
     (ConfigError naming the file and the field). A missing one is reported by `tunegate run`; the retrain
     flow checks both again when it starts (a config built in code comes in without load_config)."""
-    from tasks.gates import load_gates
+    from tasks.evaluate.gates import load_gates
 
     if not Path(config.gates.file).is_file():
         return

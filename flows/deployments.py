@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tasks.core.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 PREFECT_YAML = ROOT / "prefect.yaml"
 SERVED = ("retrain", "drift-monitor")
 

@@ -23,21 +23,23 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import stage_summaries
 from flows.config import PipelineConfig
-from tasks import gates as gates_mod
-from tasks import mlflow_run, progress, registry, report
-from tasks.clean import clean_task
-from tasks.contracts import contract_task
-from tasks.dataset import dataset_task, split_sets
-from tasks.dedup import dedup_task
-from tasks.evaluate import compare, evaluate_task
-from tasks.executor import close_clients
-from tasks.ingest import ingest_task
-from tasks.model import base_model_task
-from tasks.pii import scrub_task
-from tasks.registry import register_task
-from tasks.state import StatePaths, new_run_id
-from tasks.tokenizer import tokenizer_task
-from tasks.train import TrainJob, read_metrics, train_task
+from tasks.evaluate import gates as gates_mod
+from tasks.registry import mlflow_run, registry
+from tasks.core import progress
+from tasks.report import report
+from tasks.data.clean import clean_task
+from tasks.data.contracts import contract_task
+from tasks.train.dataset import dataset_task, split_sets
+from tasks.data.dedup import dedup_task
+from tasks.evaluate.evaluate import compare, evaluate_task
+from tasks.core.executor import close_clients
+from tasks.data.ingest.ingest import ingest_task
+from tasks.train.model import base_model_task
+from tasks.data.pii.scrub import scrub_task
+from tasks.registry.registry import register_task
+from tasks.core.state import StatePaths, new_run_id
+from tasks.train.tokenizer import tokenizer_task
+from tasks.train.train import TrainJob, read_metrics, train_task
 
 
 class ContractStop(Exception):
@@ -146,7 +148,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         # an identical finished training (same base, data and settings; train.reuse) is copied, not redone
         with mlflow_run.follow_steps(tracking_uri, rep["mlflow_run_id"], Path(job.out_dir) / "metrics.jsonl"):
             trained = train_task.with_options(retries=config.train.retries)(job, str(state.torch_extensions),
-                                                                            cache_dir=str(state.home / "train-cache"))
+                                                                            cache_dir=str(state.train_cache))
         rep["training"] = trained.model_dump()
         clock.lap("train")
         step_metrics = read_metrics(Path(trained.metrics))
@@ -160,7 +162,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         if champion:
             models["champion"] = champion
         evals = evaluate_task(models, data.eval_texts, config.evaluate, canaries=data.canaries, pii=config.pii,
-                              raw_snapshot=raw.path, cache_dir=str(state.home / "eval-cache"))
+                              raw_snapshot=raw.path, cache_dir=str(state.eval_cache))
         scores = {who: dict(e.metrics) for who, e in evals.items()}
         deltas = compare(evals, config.evaluate)
         rep["evaluation"] = evaluation_record(evals, champion["version"] if champion else None, deltas)

@@ -4,6 +4,6 @@ Each module holds plain functions that do one stage's work on a batch (testable 
 thin Prefect ``@task`` wrapper. Importing this package makes the process safe to run offline.
 """
 
-from tasks.offline import apply_offline_environment
+from tasks.core.offline import apply_offline_environment
 
 apply_offline_environment()

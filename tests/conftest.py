@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.offline import apply_offline_environment
+from tasks.core.offline import apply_offline_environment
 
 apply_offline_environment()
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def corpus_copy(tmp_path) -> Path:
 def _close_dask_clusters():
     """Stop the LocalClusters the stages started while pytest's output streams are still open."""
     yield
-    from tasks.executor import close_clients
+    from tasks.core.executor import close_clients
 
     close_clients()
 
@@ -124,8 +124,9 @@ def tiny_training(tmp_path_factory):
     """(tokenizer, base model, dataset) for the trainer tests, built once: a curated snapshot of the company
     documents, a BPE tokenizer (vocab 1024), a tiny Llama (hidden 64, 2 layers) and the split packed into
     64-token blocks. Tests write their runs into a folder of their own (``prepared`` in each module)."""
-    from tasks import dataset, model, snapshot, tokenizer
-    from tasks.records import make_document, to_table
+    from tasks.train import dataset, model, tokenizer
+    from tasks.core import snapshot
+    from tasks.core.records import make_document, to_table
 
     root = tmp_path_factory.mktemp("tiny-training")
     docs = [make_document(f"{p.parent.name}/{p.name}", 0, p.read_text(), "text/plain", {})

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.model import BaseModelError, ModelSettings, TinyModelSettings, prepare, resolve_base
-from tasks.tokenizer import TokenizerSettings
-from tasks.tokenizer import prepare as prepare_tokenizer
+from tasks.train.model import BaseModelError, ModelSettings, TinyModelSettings, prepare, resolve_base
+from tasks.train.tokenizer import TokenizerSettings
+from tasks.train.tokenizer import prepare as prepare_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -45,14 +45,11 @@ def write_tiny_gguf(path: Path):
     """A 2-layer Llama (hidden 64, grouped-query attention) and a byte-level BPE, written as GGUF with
     Q8_0 matrices the way llama.cpp's converter lays them out. Returns the original model and tokenizer."""
     import gguf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIALS, show_progress=False,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    from tasks.train.tokenizer import bpe_tokenizer
+
+    tok = bpe_tokenizer(TEXT, vocab_size=320, specials=tuple(SPECIALS)).backend_tokenizer
     vocab = tok.get_vocab()
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     merges = [m if isinstance(m, str) else " ".join(m) for m in json.loads(tok.to_str())["model"]["merges"]]
@@ -187,7 +184,7 @@ def test_missing_paths_name_the_setting(tmp_path):
 HUB_SCRIPT = """
 import json, sys
 from pathlib import Path
-from tasks.model import BaseModelError, resolve_base
+from tasks.train.model import BaseModelError, resolve_base
 out = {}
 for spec in sys.argv[1:]:
     try:
@@ -272,8 +269,8 @@ def test_smollm2_gguf_gives_a_working_language_model(smollm2):
 def test_smollm2_lora_steps_through_the_training_task(smollm2, extensions_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from tasks.dataset import pack
-    from tasks.train import TrainJob, TrainSettings, run_training
+    from tasks.train.dataset import pack
+    from tasks.train.train import TrainJob, TrainSettings, run_training
 
     tok = AutoTokenizer.from_pretrained(smollm2.path)
     docs = [p.read_text() for p in sorted((ROOT / "examples" / "corpus" / "manuals").glob("*.md"))[:4]]

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TUNEGATE
-from test_faults import SLOW_START, tiny_config
+from helpers.small_runs import SLOW_START, tiny_config
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from tasks.state import StatePaths
+from tasks.core.state import StatePaths
 with StatePaths(Path(sys.argv[1])).lock("registry") as waited:
     print(f"holding {waited:.3f}", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -39,7 +39,7 @@ def holder(home: Path, seconds: float) -> subprocess.Popen:
 
 
 def test_lock_makes_holders_take_turns_and_a_killed_holder_releases_it(tmp_path):
-    from tasks.state import StatePaths
+    from tasks.core.state import StatePaths
 
     state = StatePaths(tmp_path)
     a = holder(tmp_path, 1.5)
@@ -78,7 +78,7 @@ def test_same_snapshot_written_by_racing_writers(tmp_path):
 
     import pyarrow as pa
 
-    from tasks import snapshot
+    from tasks.core import snapshot
 
     n = 4
     barrier = threading.Barrier(n)
@@ -159,7 +159,7 @@ def test_neither_concurrent_run_is_lost(two_runs):
 
 
 def test_concurrent_runs_share_one_snapshot_per_stage(two_runs):
-    from tasks import snapshot
+    from tasks.core import snapshot
 
     store = two_runs["home"] / "snapshots"
     reports = [r["report"] for r in two_runs["runs"].values()]
@@ -173,7 +173,7 @@ def test_concurrent_runs_share_one_snapshot_per_stage(two_runs):
 def test_registry_is_consistent_after_concurrent_promotions(two_runs):
     import mlflow
 
-    from tasks.registry import HISTORY_TAG, RUN_TAG
+    from tasks.registry.registry import HISTORY_TAG, RUN_TAG
 
     uri = f"sqlite:///{two_runs['home'] / 'mlflow.db'}"
     c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -164,9 +164,9 @@ def test_a_section_that_is_not_a_mapping_names_the_section(tmp_path):
 
 
 def test_missing_contract_gates_and_drift_files_name_the_path(tmp_path):
-    from tasks.contracts import load_suite
-    from tasks.drift_stats import load_thresholds
-    from tasks.gates import load_gates
+    from tasks.data.contracts import load_suite
+    from tasks.data.drift_stats import load_thresholds
+    from tasks.evaluate.gates import load_gates
 
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=str(missing / "curated.json")):
@@ -209,8 +209,8 @@ def test_init_writes_a_config_that_loads_the_same_from_any_folder(tmp_path):
 def test_models_table_fits_80_columns_and_marks_metrics_on_other_data():
     from rich.console import Console
 
-    from flows.cli import model_tables
-    from tasks.registry import VersionInfo
+    from flows.cli.models import model_tables
+    from tasks.registry.registry import VersionInfo
 
     def version(n, aliases, data, rouge):
         return VersionInfo(name="tunegate-demo", version=str(n), aliases=aliases, status="promoted",

@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 
 from conftest import ROOT
-from tasks import snapshot
-from tasks.contracts import frame_for_contract, validate_frame, validate_snapshot
+from tasks.core import snapshot
+from tasks.data.contracts import frame_for_contract, validate_frame, validate_snapshot
 
 SUITE = ROOT / "data_contracts/curated.json"
 WORDS = "a perfectly ordinary paragraph about training schedules and evaluation gates with nothing secret in it"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, PLANTED, ROOT
-from tasks import instructions
-from tasks.contracts import RESIDUAL_PII
+from tasks.data import instructions
+from tasks.data.contracts import RESIDUAL_PII
 
 TEXT_SUFFIXES = {".jsonl", ".md", ".txt", ".html", ".eml", ".pdf"}  # written byte for byte the same every run
 TEAMS = "Drive Systems|Navigation|Power|Gripper & Vision|Fleet Software|Billing"
@@ -53,7 +53,7 @@ def tickets() -> list[dict]:
 
 
 def shingles(text: str, n: int = 5) -> set:
-    words = re.findall(r"\w+", text.lower())  # as tasks/dedup.py tokenises
+    words = re.findall(r"\w+", text.lower())  # as tasks/data/dedup.py tokenises
     return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
@@ -191,8 +191,8 @@ def test_planted_duplicates_and_nothing_else_alike(planted, records, tickets):
 
 
 def test_instruction_records_ingest_and_pass_cleaning(planted):
-    from tasks.clean import CleanSettings, clean_documents, quality_filter
-    from tasks.ingest import IngestSettings, ingest_path
+    from tasks.data.clean import CleanSettings, clean_documents, quality_filter
+    from tasks.data.ingest.ingest import IngestSettings, ingest_path
 
     path = CORPUS / "records/assistant.jsonl"
     docs = list(ingest_path(path, "corpus/records/assistant.jsonl", CORPUS.parent, IngestSettings()))

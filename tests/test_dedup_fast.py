@@ -18,8 +18,8 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import ROOT, SHARED_EVAL
-from tasks import dedup
-from tasks.dedup import DedupSettings, UnionFind, derive_banding, find_duplicates, sign_texts, word_hashes, words
+from tasks.data import dedup
+from tasks.data.dedup import DedupSettings, UnionFind, derive_banding, find_duplicates, sign_texts, word_hashes, words
 
 
 def _load_bench():
@@ -257,7 +257,7 @@ def test_config_error_names_the_dedup_field(tmp_path):
 
 
 def test_dedup_snapshot_writes_removed_list_and_counts(tmp_path, chain):
-    from tasks import snapshot
+    from tasks.core import snapshot
 
     texts, settings = chain
     rows = [{"doc_id": n, "text": t} for n, t in

@@ -12,57 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import company_documents
-from tasks import drift_stats
-from tasks.drift_stats import DriftThresholds, Side
-
-
-TECH = ("kubernetes ingress controller gateway latency throughput replica shard cluster node pod container image "
-        "registry deployment rollback canary autoscaler certificate rotation schema migration index query cache "
-        "eviction queue consumer producer broker partition offset heartbeat timeout retry backoff circuit breaker "
-        "throttling quota memory limit collector heap thread mutex deadlock socket connection pool handshake "
-        "resolver endpoint payload serializer protobuf webhook token credential vault secret region zone failover "
-        "standby primary snapshot backup restore volume inode filesystem kernel hypervisor scheduler pipeline "
-        "artifact build release version dependency upgrade patch regression incident alert pager dashboard metric "
-        "histogram percentile trace span exporter agent sidecar mesh proxy balancer firewall subnet route packet "
-        "bandwidth jitter checksum digest signature encryption compression bucket object storage tier lifecycle").split()
-GLUE = "the a of to and in on with for after during before from".split()
-
-
-def drifted_texts(n: int = 40, seed: int = 1) -> list[str]:
-    """Operations jargon, varied enough to pass the quality filters: nothing like the company documents, in
-    words or in length (3.3k-5.5k characters, where a manual or a policy has 1k-2.2k)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        sentences = []
-        for _ in range(rng.randint(40, 64)):
-            words = [rng.choice(TECH) if rng.random() < 0.7 else rng.choice(GLUE) for _ in range(rng.randint(8, 16))]
-            sentences.append(" ".join(words).capitalize() + ".")
-        out.append(" ".join(sentences))
-    return out
-
-
-def undrifted_texts(texts: list[str]) -> list[str]:
-    """``texts`` with two words swapped in the middle of each: new documents (no exact duplicates) with
-    the same lengths and vocabulary."""
-    out = []
-    for text in texts:
-        words = text.split(" ")
-        mid = len(words) // 2
-        words[mid], words[mid + 1] = words[mid + 1], words[mid]
-        out.append(" ".join(words))
-    return out
-
-
-def company_texts() -> list[str]:
-    """The reference: ordinary documents of the sample company (its manuals and policies)."""
-    return [p.read_text() for p in company_documents()]
-
-
-def write_jsonl(path: Path, texts: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
+from helpers.drift_data import drifted_texts, undrifted_texts, write_jsonl
+from tasks.data import drift_stats
+from tasks.data.drift_stats import DriftThresholds, Side
 
 
 def side(lengths, tokens, oov=0.1, pii=1.0) -> Side:
@@ -173,13 +125,13 @@ def champion_home(tmp_path_factory):
     """A state folder whose registry has a @champion tagged with a real curated snapshot and tokenizer,
     made by the real stages on the company documents (the model itself is not trained: drift needs none)."""
     from flows.config import PipelineConfig
-    from tasks import registry
-    from tasks.clean import clean_snapshot
-    from tasks.dedup import dedup_snapshot
-    from tasks.ingest import ingest_to_snapshot
-    from tasks.pii import scrub_snapshot
-    from tasks.state import StatePaths
-    from tasks.tokenizer import prepare
+    from tasks.registry import registry
+    from tasks.data.clean import clean_snapshot
+    from tasks.data.dedup import dedup_snapshot
+    from tasks.data.ingest.ingest import ingest_to_snapshot
+    from tasks.data.pii.scrub import scrub_snapshot
+    from tasks.core.state import StatePaths
+    from tasks.train.tokenizer import prepare
 
     home = tmp_path_factory.mktemp("drift-state")
     state = StatePaths(home)
@@ -199,10 +151,10 @@ def champion_home(tmp_path_factory):
 
 
 def test_champion_reference_is_its_pre_scrub_training_snapshot(champion_home, tmp_path):
-    from flows.drift import champion_reference
+    from tasks.drift.reference import champion_reference
 
     state, config, curated, deduped, tok = champion_home
-    ref = champion_reference(config, state, tmp_path)
+    ref = champion_reference(config.registry, state, tmp_path)
     assert ref.kind == "champion" and ref.version == "1" and ref.fingerprint == curated.fingerprint
     assert ref.texts_snapshot == deduped.path and not ref.scrubbed  # compared before scrubbing, like the drop
     assert ref.pii_snapshot == curated.path
@@ -210,18 +162,20 @@ def test_champion_reference_is_its_pre_scrub_training_snapshot(champion_home, tm
 
 
 def test_drop_against_champion_drifts_only_when_it_differs(champion_home, tmp_path):
-    from flows.drift import champion_reference, compare_sides, read_drop
+    from tasks.drift.measure import compare_sides, read_drop
+    from tasks.drift.reference import champion_reference
 
-    from tasks import snapshot
+    from tasks.core import snapshot
 
     state, config, _, deduped, _ = champion_home
-    ref = champion_reference(config, state, tmp_path)
+    ref = champion_reference(config.registry, state, tmp_path)
     t = drift_stats.load_thresholds()
     trained_on = snapshot.read_table(deduped.path).column("text").to_pylist()
     results = {}
     for name, texts in (("same", undrifted_texts(trained_on)), ("ops", drifted_texts())):
-        drop = read_drop.fn(str(write_jsonl(tmp_path / f"{name}.jsonl", texts)), config, str(state.snapshots))
-        results[name] = compare_sides.fn(ref, drop["snapshot"], ref.tokenizer, config, t)
+        drop = read_drop(str(write_jsonl(tmp_path / f"{name}.jsonl", texts)), config.ingest, config.clean, config.dask,
+                         str(state.snapshots))
+        results[name] = compare_sides(ref, drop["snapshot"], ref.tokenizer, config.pii, t)
     same, ops = results["same"], results["ops"]
     assert same.decision == "no drift", [c.describe() for c in same.checks]
     assert same.statistics["duplicate_rate"] == 0.0  # new documents, not copies

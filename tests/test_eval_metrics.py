@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from tasks import text_metrics as tm
-from tasks.canaries import CanarySettings, make_canaries, write_canaries
-from tasks.evaluate import (
+from tasks.evaluate import text_metrics as tm
+from tasks.train.canaries import CanarySettings, make_canaries, write_canaries
+from tasks.evaluate.evaluate import (
     CANARY_KEYS,
     METRIC_KEYS,
     PROBE_ENTITIES,
@@ -19,8 +19,8 @@ from tasks.evaluate import (
     heldout_pairs,
     read_prompt_file,
 )
-from tasks.generation import GenerationSettings, generate
-from tasks.safety import probe_prompts
+from tasks.evaluate.generation import GenerationSettings, generate
+from tasks.evaluate.safety import probe_prompts
 
 # ---------------------------------------------------------------------------------------------- text metrics
 
@@ -119,17 +119,9 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 
 
 def _tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tasks.train.tokenizer import bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token=None, pad_token="<|pad|>")
+    return bpe_tokenizer(texts, vocab_size=320)
 
 
 def _llama(tokenizer, seed: int):
@@ -202,7 +194,7 @@ def test_prefix_tuned_models_generate_what_their_forward_pass_predicts(tiny):
     import torch
     from peft import PrefixTuningConfig, get_peft_model
 
-    from tasks.generation import encode_prompts
+    from tasks.evaluate.generation import encode_prompts
 
     base, tok = tiny
     torch.manual_seed(1)
@@ -337,7 +329,7 @@ def test_a_model_scored_on_the_same_inputs_is_read_from_the_cache(evaluated, sav
 
 
 def test_compare_gives_paired_intervals_of_the_candidates_differences(evaluated, saved_models):
-    from tasks.evaluate import compare
+    from tasks.evaluate.evaluate import compare
 
     first = evaluated[0]
     deltas = compare(first, saved_models[2])

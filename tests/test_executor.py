@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tasks import snapshot
-from tasks.clean import CleanSettings, clean_snapshot
-from tasks.executor import DaskSettings, map_shards
-from tasks.quality import QualitySettings
-from tasks.records import make_document, to_table
+from tasks.core import snapshot
+from tasks.data.clean import CleanSettings, clean_snapshot
+from tasks.core.executor import DaskSettings, map_shards
+from tasks.data.quality import QualitySettings
+from tasks.core.records import make_document, to_table
 
 
 def _square(x: int, add: int) -> int:

@@ -4,7 +4,7 @@ is committed.
 - ``tunegate server`` (Prefect server + MLflow UI) and ``tunegate serve`` (the Prefect runner): tests/test_operations.py
   starts them as a user does and reads the listening sockets of their whole process trees
   (tests/helpers/sockets.py): every one is on 127.0.0.1, none on 0.0.0.0 / :: (all interfaces).
-- The Dask LocalCluster of tasks/executor.py (scheduler, nanny, worker and its dashboard): the same.
+- The Dask LocalCluster of tasks/core/executor.py (scheduler, nanny, worker and its dashboard): the same.
 - docker-compose.yml: every published port, in short or long syntax, names host 127.0.0.1; no service uses
   the host's network. (Inside the containers the servers bind 0.0.0.0, which only the published port reaches.)
 - The files git tracks (and untracked ones not ignored, so new files count before their first commit) hold no
@@ -25,8 +25,8 @@ from helpers.sockets import LOOPBACK, listening, process_tree
 
 
 def test_dask_local_cluster_listens_on_loopback_only():
-    from tasks import executor
-    from tasks.executor import DaskSettings, client_for
+    from tasks.core import executor
+    from tasks.core.executor import DaskSettings, client_for
 
     settings = DaskSettings(workers=1, memory_limit="1GiB")
     before = set(listening(process_tree(os.getpid())))
@@ -112,7 +112,7 @@ ALLOWED = {
                                          "API_KEY recognizer must scrub",
     ("tests/test_pii_fast.py", "password in a URL"): "made-up connection strings (u:p4ss, app:pa55word) the "
                                                      "CONNECTION_STRING recognizer must scrub",
-    ("tasks/secrets.py", "password in a URL"): "docstring examples of what the recognizer matches (user:pass, "
+    ("tasks/data/pii/secrets.py", "password in a URL"): "docstring examples of what the recognizer matches (user:pass, "
                                                "user:token)",
     (".env.example", "password in a config file"): "POSTGRES_PASSWORD=change-me, the placeholder a user replaces "
                                                    "in their own (git-ignored) .env",

@@ -20,37 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import conftest
 from conftest import ROOT, SHARED_EVAL, TUNEGATE, seed_prefect_db
-from test_operations import SERVER_ENV, free_port, healthy, start, stop, wait_for
+from helpers.small_runs import SLOW_START, tiny_config
+from helpers.processes import SERVER_ENV, free_port, healthy, start, stop, wait_for
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 BIN = Path(sys.executable).parent
 RUN_ID = "faulty"
 # the ephemeral Prefect API starts a server process; on a loaded machine it needs more than Prefect's 90 s
-SLOW_START = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
-
-
-def tiny_config(tmp: Path, data: list[Path], name: str = "config.yaml", **sections) -> Path:
-    """configs/tiny.yaml with a tiny model (hidden 64, 2 layers) and 10 training steps, on ``data``."""
-    config = conftest.tiny_config()
-    config["data"]["paths"] = [str(p) for p in data]
-    config["contract"] = {k: str(ROOT / "data_contracts" / f"{k}.json") for k in ("raw", "curated", "training")}
-    # the project's model-vs-model gates on perplexity and bits per byte: a 10-step tiny model passes them
-    # (it does not pass the ROUGE gate), so these runs are promoted and the registry has something to show
-    gates = yaml.safe_load((ROOT / "data_contracts/gates-tiny.yaml").read_text())
-    gates["gates"] = [g for g in gates["gates"] if g["name"] in ("perplexity_improves_on_base", "not_worse_than_champion")]
-    (tmp / "gates.yaml").write_text(yaml.safe_dump(gates))
-    config["gates"]["file"] = str(tmp / "gates.yaml")
-    config["model"]["tiny"] = {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 172, "seed": 0}
-    config["tokenizer"]["vocab_size"] = 1024
-    config["train"].update(max_steps=10, warmup_steps=2, checkpoint_every=5, reuse=True)
-    config["dask"] = {"scheduler": "sync"}  # demo-sized data: in-process (the cluster path is tested above)
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = tmp / name
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def report(home: Path, run_id: str) -> dict:
@@ -62,8 +39,8 @@ def report(home: Path, run_id: str) -> dict:
 
 def _pii_input(root: Path, shards: int = 16, per_shard: int = 30):
     """A document snapshot of presidio-research samples (structured PII in every one), ``shards`` shards."""
-    from tasks import snapshot
-    from tasks.records import make_document, to_table
+    from tasks.core import snapshot
+    from tasks.core.records import make_document, to_table
 
     samples = json.loads(SYNTH.read_text())[: shards * per_shard]
     docs = [make_document("synth", i, s["full_text"], "text/plain", {}) for i, s in enumerate(samples)]
@@ -93,8 +70,9 @@ def test_dask_worker_killed_mid_stage_gives_the_same_snapshot(tmp_path):
     import psutil
     from distributed import Client, LocalCluster
 
-    from tasks.executor import DaskSettings, close_client
-    from tasks.pii import PiiSettings, scrub_snapshot
+    from tasks.core.executor import DaskSettings, close_client
+    from tasks.data.pii.settings import PiiSettings
+    from tasks.data.pii.scrub import scrub_snapshot
 
     source = _pii_input(tmp_path / "in")
     settings = PiiSettings()
@@ -175,11 +153,11 @@ def _logged_a_step(metrics: Path) -> bool:
 def reference_fingerprints(config: Path, store: Path) -> dict[str, str]:
     """The data stages run uninterrupted, in this process, into their own store."""
     from flows.config import load_config
-    from tasks.clean import clean_snapshot
-    from tasks.dedup import dedup_snapshot
-    from tasks.executor import DaskSettings
-    from tasks.ingest import ingest_to_snapshot
-    from tasks.pii import scrub_snapshot
+    from tasks.data.clean import clean_snapshot
+    from tasks.data.dedup import dedup_snapshot
+    from tasks.core.executor import DaskSettings
+    from tasks.data.ingest.ingest import ingest_to_snapshot
+    from tasks.data.pii.scrub import scrub_snapshot
 
     cfg = load_config(config)
     sync = DaskSettings(scheduler="sync")
@@ -225,7 +203,7 @@ def faulty(tmp_path_factory, extensions_dir):
         time.sleep(1)  # let the kernel reap the group
         out["after_kill"] = complete_snapshots(store)
         out["temp_after_kill"] = temp_folders(store)
-        from tasks import snapshot
+        from tasks.core import snapshot
 
         out["stale_after_kill"] = snapshot.stale_temp_folders(store / "pii")
 
@@ -268,7 +246,7 @@ def faulty(tmp_path_factory, extensions_dir):
 
 
 def test_killed_flow_leaves_no_half_written_snapshot(faulty):
-    from tasks import snapshot
+    from tasks.core import snapshot
 
     store = faulty["store"]
     assert set(faulty["after_kill"]) >= {"ingest", "clean", "dedup"}

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from conftest import CORPUS, ROOT, run_cli
-from tasks import registry
-from tasks.gates import Gate, check, load_gates
+from tasks.registry import registry
+from tasks.evaluate.gates import Gate, check, load_gates
 
 NAME = "gates-test"
 # the ephemeral Prefect API may take long to start on a machine shared with other work

@@ -31,13 +31,13 @@ import psutil
 import pytest
 
 from conftest import CORPUS, ROOT, TUNEGATE
-from tasks import instructions
-from tasks.quarantine import QUARANTINE_REASONS
+from tasks.data import instructions
+from tasks.data.ingest.quarantine import QUARANTINE_REASONS
 
 # The process tree: the CLI process and one Dask worker process. Most of each is the libraries (prefect,
 # unstructured, torch for PDFs): ~0.85 GiB for the CLI, ~1.1 GiB for a worker that has read every format.
 # With N workers the tree is about 0.85 + 1.1 N GiB; a hostile file must not add to that (before the fix in
-# tasks/partition.py, the 50 MB text file alone took a worker to 2.7 GB, a 2 MB one-line file to 3.6 GB).
+# tasks/data/ingest/partition.py, the 50 MB text file alone took a worker to 2.7 GB, a 2 MB one-line file to 3.6 GB).
 MEMORY_BOUND = 2.5 * 1024**3
 PROCESS_BOUND = 1.5 * 1024**3
 BIG_MB = 50

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS
-from tasks.executor import DaskSettings
-from tasks.ingest import (
+from tasks.core.executor import DaskSettings
+from tasks.data.ingest.ingest import (
     QUARANTINE_REASONS,
     HubDatasetUnavailable,
     IngestSettings,
@@ -24,7 +24,8 @@ from tasks.ingest import (
     ingest_path,
     ingest_to_snapshot,
 )
-from tasks import instructions, snapshot
+from tasks.data import instructions
+from tasks.core import snapshot
 
 SETTINGS = IngestSettings()
 
@@ -180,8 +181,8 @@ def test_clean_keeps_instruction_records_the_prose_filters_would_drop(tmp_path):
     injection patterns look at their fields, not at the layout's ### headers. The stats count them."""
     from collections import Counter
 
-    from tasks.clean import CleanSettings, clean_documents, clean_snapshot, quality_filter
-    from tasks.quality import QualitySettings, check_text
+    from tasks.data.clean import CleanSettings, clean_documents, clean_snapshot, quality_filter
+    from tasks.data.quality import QualitySettings, check_text
 
     record = instructions.to_text("Route this ticket to a team and give its priority.",
                                   "Team: Navigation. Priority: P2.",

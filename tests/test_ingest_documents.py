@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_EVAL
-from tasks.ingest import FORMATS, QUARANTINE_REASONS, IngestSettings, discover, ingest_path, missing_dependencies
+from tasks.data.ingest.ingest import FORMATS, QUARANTINE_REASONS, IngestSettings, discover, ingest_path, missing_dependencies
 
 DOCUMENTS = SHARED_EVAL / "documents"
 PYPDF = DOCUMENTS / "py-pdf-sample-files"

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks import instructions
-from tasks.dataset import encode_for_training, pack, pack_masks
-from tasks.trainer.recipe import labels_for
+from tasks.data import instructions
+from tasks.train.dataset import encode_for_training, pack, pack_masks
+from tasks.train.trainer.recipe import labels_for
 
 
 def _chat_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tasks.train.tokenizer import bpe_tokenizer
 
     texts = ["Route this ticket. Team: Power. Priority: P1. The dock is dead. A plain document about docks."] * 4
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>")
+    fast = bpe_tokenizer(texts, vocab_size=300, specials=("<|im_start|>", "<|im_end|>"), bos="<|im_start|>",
+                         eos="<|im_end|>", pad=None)
     fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     return fast

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.model_pool import ModelPool, is_lora, load_model
+from tasks.evaluate.model_pool import ModelPool, is_lora, load_model
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SHARED_EVAL, run_cli
-from tasks.clean import CleanSettings, clean_snapshot, normalise_text
-from tasks.dedup import DedupSettings, dedup_snapshot
-from tasks.executor import DaskSettings
-from tasks.ingest import IngestSettings, ingest_to_snapshot
-from tasks.pii import PiiSettings, scrub_snapshot
-from tasks.quality import QualitySettings
+from tasks.data.clean import CleanSettings, clean_snapshot, normalise_text
+from tasks.data.dedup import DedupSettings, dedup_snapshot
+from tasks.core.executor import DaskSettings
+from tasks.data.ingest.ingest import IngestSettings, ingest_to_snapshot
+from tasks.data.pii.settings import PiiSettings
+from tasks.data.pii.scrub import scrub_snapshot
+from tasks.data.quality import QualitySettings
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 STRUCTURED = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"]

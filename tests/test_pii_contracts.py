@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from tasks.contracts import frame_for_contract, validate_frame
-from tasks.pii import PiiSettings, scrub_documents, scrub_texts
+from tasks.data.contracts import frame_for_contract, validate_frame
+from tasks.data.pii.settings import PiiSettings
+from tasks.data.pii.scrub import scrub_documents, scrub_texts
 
 SUITE = ROOT / "data_contracts/curated.json"
 SAMPLE = ("Please ask Maria Gonzalez in Chicago. Write to maria.gonzalez@example.org or call +1 415-555-0132; "
@@ -115,9 +116,10 @@ def test_metadata_strings_are_scrubbed_too():
 def test_a_failed_contract_names_the_offending_documents_with_the_match_masked(tmp_path):
     """"residual_pii 36" alone gave no clue: the failure names the source files and doc ids behind it, with
     the matched value masked, in the message and in the report."""
-    from tasks import report, snapshot
-    from tasks.contracts import validate_snapshot
-    from tasks.records import make_document, to_table
+    from tasks.report import report
+    from tasks.core import snapshot
+    from tasks.data.contracts import validate_snapshot
+    from tasks.core.records import make_document, to_table
 
     stats = [make_document(f"sports/results-{i}.txt", 0, GOOD + f"Season totals 4111 2222 3333 {4000 + i} goals.",
                            "text/plain", {}) for i in range(3)]

@@ -16,17 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import SHARED_EVAL
-from tasks.pii import (
-    PRESIDIO_ENTITIES,
-    IGNORED_NER_LABELS,
-    PiiSettings,
-    _engine,
-    operators_for,
-    scrub_documents,
-    scrub_texts,
-    scrub_texts_with_spans,
-)
-from tasks.secrets import SECRET_ENTITIES, secret_recognizers
+from tasks.data.pii.settings import IGNORED_NER_LABELS, PRESIDIO_ENTITIES, SECRET_ENTITIES, PiiSettings
+from tasks.data.pii.engine import engine_for
+from tasks.data.pii.operators import operators_for
+from tasks.data.pii.scrub import scrub_documents, scrub_texts, scrub_texts_with_spans
+from tasks.data.pii.secrets import secret_recognizers
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 WIKI = SHARED_EVAL / "corpora" / "wikitext-2-raw" / "wiki.test.raw"
@@ -283,12 +277,12 @@ _TYPES = ["PERSON", "LOCATION", "EMAIL_ADDRESS"]
 def test_one_pass_anonymize_equals_presidio_anonymizer(case):
     from presidio_analyzer import RecognizerResult
 
-    from tasks.pii import Operators
+    from tasks.data.pii.operators import Operators
 
     text, raw = case
     results = [RecognizerResult(t, s, min(len(text), s + n), score) for s, n, t, score in raw]
     settings = PiiSettings(entities=_TYPES)
-    engine = _engine(settings.spacy_model, settings.language)
+    engine = engine_for(settings.spacy_model, settings.language)
     expected = engine.anonymizer.anonymize(text=text, analyzer_results=results, operators=operators_for(settings))
     got, counts = engine.anonymize(text, results, Operators(settings))
     assert got == expected.text
@@ -300,7 +294,7 @@ def test_one_pass_anonymize_equals_presidio_anonymizer(case):
                                  " ext. ", "00", "011", "+49", "+1", "call ", "a", ":", "\n"]),
                 min_size=1, max_size=30).map("".join))
 def test_phone_gate_changes_no_result(text):
-    plan = _engine("en_core_web_sm", "en").plan(["PHONE_NUMBER"])
+    plan = engine_for("en_core_web_sm", "en").plan(["PHONE_NUMBER"])
     step = next(s for s in plan.steps if s.recognizer.name == "PhoneRecognizer")
     gated = step.run(text, ["PHONE_NUMBER"], None)
     full = step.recognizer.analyze(text, ["PHONE_NUMBER"], None)
@@ -310,9 +304,9 @@ def test_phone_gate_changes_no_result(text):
 def test_prechecks_are_active_for_the_default_entities():
     """The pre-checks were derived from presidio-analyzer's patterns: an upgrade that changes them turns the
     pre-check off (slower, still right); this test says so."""
-    from tasks.pii import PhoneGate
+    from tasks.data.pii.prechecks import PhoneGate
 
-    plan = _engine("en_core_web_sm", "en").plan(PiiSettings().entities)
+    plan = engine_for("en_core_web_sm", "en").plan(PiiSettings().entities)
     by_name = {s.recognizer.name: s for s in plan.steps}
     for name in ("EmailRecognizer", "CreditCardRecognizer", "UsSsnRecognizer", "IbanRecognizer", "IpRecognizer",
                  "ApiKeyRecognizer", "PasswordRecognizer", "PrivateKeyRecognizer", "ConnectionStringRecognizer"):
@@ -325,7 +319,7 @@ def test_prechecks_are_active_for_the_default_entities():
                                  "@", "x", "_", "/", "password", "=", "key", "PRIVATE KEY", "://", "\n"]),
                 min_size=1, max_size=40).map("".join))
 def test_a_precheck_that_says_no_means_no_result(text):
-    plan = _engine("en_core_web_sm", "en").plan(PiiSettings().entities)
+    plan = engine_for("en_core_web_sm", "en").plan(PiiSettings().entities)
     for step in plan.steps:
         if step.gate is not None and not step.gate(text):
             assert step.recognizer.analyze(text, plan.entities, None) == [], step.recognizer.name
@@ -361,7 +355,7 @@ def test_long_texts_are_scrubbed_in_pieces_with_offsets_kept():
 def test_names_propagate_only_as_whole_words():
     from presidio_analyzer import RecognizerResult
 
-    from tasks.pii import propagated_spans
+    from tasks.data.pii.scrub import propagated_spans
 
     texts = ["The data owner is Priya Raman; she approves access.",
              "Priya Ramanathan met Priya Raman's team and Priya Raman_x; Priya Raman.",

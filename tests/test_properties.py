@@ -18,10 +18,10 @@ from collections import Counter
 
 from hypothesis import HealthCheck, assume, example, given, settings as hsettings, strategies as st
 
-from tasks.clean import CleanSettings, clean_documents, normalise_text
-from tasks.dedup import DedupSettings, exact_key, find_duplicates, words
-from tasks.pii import PLACEHOLDER, PiiSettings, scrub_texts
-from tasks.secrets import SECRET_ENTITIES
+from tasks.data.clean import CleanSettings, clean_documents, normalise_text
+from tasks.data.dedup import DedupSettings, exact_key, find_duplicates, words
+from tasks.data.pii.settings import PLACEHOLDER, SECRET_ENTITIES, PiiSettings
+from tasks.data.pii.scrub import scrub_texts
 
 STRUCTURED = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", *SECRET_ENTITIES]
 

@@ -1,4 +1,4 @@
-"""Quality filters (tasks/quality.py): each filter failing and passing, actions, counts, the sample corpus."""
+"""Quality filters (tasks/data/quality.py): each filter failing and passing, actions, counts, the sample corpus."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from pydantic import ValidationError
 
-from tasks.quality import FILTER_NAMES, QualitySettings, cache_params, check_text, filter_documents, load_blocklist
+from tasks.data.quality import FILTER_NAMES, QualitySettings, cache_params, check_text, filter_documents, load_blocklist
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus"
@@ -341,7 +341,7 @@ def test_cache_params_follow_blocklist_content(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, tasks.quality; "
+    code = ("import sys, tasks.data.quality; "
             "print(sorted(m for m in ('prefect', 'dask', 'torch', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -365,11 +365,11 @@ def test_check_text_never_crashes(text):
 
 def test_the_report_lists_the_quality_filters_drops_by_reason():
     from flows.retrain import record_snapshots
-    from tasks import report
-    from tasks.clean import CleanSettings, clean_snapshot
-    from tasks.executor import DaskSettings
-    from tasks.records import make_document, to_table
-    from tasks import snapshot
+    from tasks.report import report
+    from tasks.data.clean import CleanSettings, clean_snapshot
+    from tasks.core.executor import DaskSettings
+    from tasks.core.records import make_document, to_table
+    from tasks.core import snapshot
     import tempfile
     from pathlib import Path
 

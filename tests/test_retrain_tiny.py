@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import PLANTED, ROOT, run_cli, tiny_config
-from tasks import snapshot
+from tasks.core import snapshot
 
 MAX_STEPS = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())["train"]["max_steps"]
 NAME = "tunegate-tiny"
@@ -224,7 +224,7 @@ def test_failed_contract_stops_the_run_before_training_by_default(stopped):
     assert last.startswith("blocked before training: ") and "nothing registered" in last
     assert "training" not in report and "model" not in report and "evaluation" not in report
     assert not (home / "runs/stopped/train").exists()
-    from tasks.registry import MODEL_URI_TAG, RUN_TAG
+    from tasks.registry.registry import MODEL_URI_TAG, RUN_TAG
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -297,8 +297,8 @@ def test_merge_command_writes_a_plain_model_with_the_champions_logits(demo, tmp_
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tasks import registry
-    from tasks.evaluate import load_model
+    from tasks.registry import registry
+    from tasks.evaluate.evaluate import load_model
 
     home, _, _ = demo
     proc = run_cli("merge", str(tmp_path / "merged"), "--model", "champion", "--name", NAME, home=home)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, PLANTED, SHARED_EVAL, TUNEGATE
-from test_faults import SLOW_START, tiny_config
+from helpers.small_runs import SLOW_START, tiny_config
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 STRUCTURED = {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"}

@@ -8,22 +8,20 @@ import random
 
 import pytest
 
-from tasks import safety
-from tasks.canaries import (
+from tasks.evaluate import safety
+from tasks.evaluate.canary_exposure import exposure, measure, secret_log_likelihoods
+from tasks.train.canaries import (
     Canary,
     CanarySettings,
     candidate_secrets,
     canary_documents,
-    exposure,
     make_canaries,
-    measure,
     read_canaries,
-    secret_log_likelihoods,
     write_canaries,
 )
-from tasks import eval_sets
-from tasks.evaluate import CANARY_KEYS, METRIC_KEYS, PROBE_ENTITIES, EvalSettings, evaluate_model
-from tasks.generation import GenerationSettings, generate
+from tasks.evaluate import eval_sets
+from tasks.evaluate.evaluate import CANARY_KEYS, METRIC_KEYS, PROBE_ENTITIES, EvalSettings, evaluate_model
+from tasks.evaluate.generation import GenerationSettings, generate
 
 # ---------------------------------------------------------------------------------------------- PII and toxicity
 
@@ -111,17 +109,9 @@ CONTACT = "contact: jane.doe@example.com"
 
 
 def _tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tasks.train.tokenizer import bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token=None, pad_token="<|pad|>")
+    return bpe_tokenizer(texts, vocab_size=400)
 
 
 def _llama(tokenizer, seed: int):
@@ -138,7 +128,7 @@ def _llama(tokenizer, seed: int):
 
 def _train(model, tok, special: list[str], filler: list[str], steps: int) -> None:
     """A plain torch loop: each batch holds every special document 4 times and 8 filler documents, each
-    document between EOS tokens as tasks/dataset.py packs them."""
+    document between EOS tokens as tasks/train/dataset.py packs them."""
     import torch
 
     encode = lambda d: [tok.eos_token_id] + tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from flows.config import ConfigError, load_config
-from tasks import snapshot
-from tasks.gates import Gate, check, load_gates
+from tasks.core import snapshot
+from tasks.evaluate.gates import Gate, check, load_gates
 
 
 def table(texts):

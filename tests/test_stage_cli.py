@@ -12,8 +12,9 @@ import json
 from collections import Counter
 
 from conftest import PLANTED, run_cli
-from tasks import instructions, snapshot
-from tasks.contracts import RESIDUAL_PII
+from tasks.data import instructions
+from tasks.core import snapshot
+from tasks.data.contracts import RESIDUAL_PII
 
 
 def test_stages_chain_through_jsonl_and_snapshots(tmp_path, corpus_copy):

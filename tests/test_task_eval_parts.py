@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from tasks import extraction, instructions
-from tasks.bootstrap import paired_bootstrap
-from tasks.gates import Gate, check
+from tasks.evaluate import extraction
+from tasks.data import instructions
+from tasks.evaluate.bootstrap import paired_bootstrap
+from tasks.evaluate.gates import Gate, check
 
 
 # ---------------------------------------------------------------------------------------------- instructions
@@ -126,8 +127,8 @@ def test_gates_with_a_required_gain_and_a_significant_one():
 
 
 def test_the_pii_probe_uses_the_runs_detector_settings():
-    from tasks.pii import PiiSettings
-    from tasks.safety import pii_leaks
+    from tasks.data.pii.settings import PiiSettings
+    from tasks.evaluate.safety import pii_leaks
 
     outputs = ["write to jane.doe@example.com today", "call 212-555-0199"]
     assert pii_leaks(outputs, ["EMAIL_ADDRESS", "PHONE_NUMBER"]) == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
@@ -138,7 +139,7 @@ def test_the_pii_probe_uses_the_runs_detector_settings():
 
 def test_the_metrics_chart_names_only_the_models_it_compares(tmp_path):
     """Without a champion the chart does not say "vs champion"; with one it names its version."""
-    from tasks.report import chart_title, metrics_chart
+    from tasks.report.report import chart_title, metrics_chart
 
     first = {"base": {"perplexity": 4990.0, "rougeL": 0.0, "pii_leaked": 0.0},
              "candidate": {"perplexity": 12.0, "rougeL": 3.0, "pii_leaked": 0.0}, "champion_version": None}
@@ -153,7 +154,7 @@ def test_the_prefect_artifact_embeds_the_reports_plots(tmp_path):
     """The report's images are files beside report.md; the Prefect artifact has no folder, so they go in."""
     import base64
 
-    from tasks.report import loss_curve, with_inline_images
+    from tasks.report.report import loss_curve, with_inline_images
 
     png = loss_curve([{"step": i, "loss": 5 - i / 10} for i in range(1, 20)], tmp_path / "loss_curve.png")
     md = with_inline_images("# run\n\n![loss curve](loss_curve.png)\n\n![gone](missing.png)\n", tmp_path)

@@ -27,8 +27,8 @@ class Recorder:
 
 
 def test_shard_progress_counts_what_the_shards_hold():
-    from tasks import progress
-    from tasks.executor import DaskSettings, map_shards
+    from tasks.core import progress
+    from tasks.core.executor import DaskSettings, map_shards
 
     with progress.use(Recorder()) as view:
         out = list(map_shards(str.upper, ["ab", "c", "def"], DaskSettings(scheduler="sync"), sizes=[2, 1, 3],

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, tiny_config
-from test_operations import SERVER_ENV, client, free_port, healthy, start, stop, tail, wait_for
+from helpers.processes import SERVER_ENV, client, free_port, healthy, start, stop, tail, wait_for
 
 BIN = Path(sys.executable).parent
 RUN_ID = "topology"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.train import TrainJob, TrainSettings, TrainingUnavailable, read_metrics, run_training
-from tasks.trainer import reuse
-from tasks.trainer.artifacts import is_full_model
-from tasks.trainer.peft_methods import LORA_TARGETS, lora_targets
+from tasks.train.train import TrainJob, TrainSettings, TrainingUnavailable, read_metrics, run_training
+from tasks.train.trainer import reuse
+from tasks.train.trainer.artifacts import is_full_model
+from tasks.train.trainer.peft_methods import LORA_TARGETS, lora_targets
 
 STEPS = 4
 
@@ -68,7 +68,7 @@ def test_prefix_generation_uses_the_prefix(prepared, prefix_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.trainer.peft_methods import prefix_generation_inputs
+    from tasks.train.trainer.peft_methods import prefix_generation_inputs
 
     _, _, base, data = prepared
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base.path), prefix_run[1].adapter).eval()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.train import TrainJob, TrainSettings, command, read_metrics, run_training
-from tasks.trainer import checkpoints
+from tasks.train.train import TrainJob, TrainSettings, command, read_metrics, run_training
+from tasks.train.trainer import checkpoints
 
 STEPS = 24
 ROOT = Path(__file__).resolve().parents[1]

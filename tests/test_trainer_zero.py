@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.train import TrainJob, TrainSettings, command, read_metrics, run_training
-from tasks.trainer import ds_config
-from tasks.trainer.recipe import batch_indices
+from tasks.train.train import TrainJob, TrainSettings, command, read_metrics, run_training
+from tasks.train.trainer import ds_config
+from tasks.train.trainer.recipe import batch_indices
 
 STEPS = 6
 
@@ -81,7 +81,7 @@ def test_merged_model_gives_the_adapter_logits(prepared, two_process, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.merge import MergeError, merge_adapter
+    from tasks.registry.merge import MergeError, merge_adapter
 
     _, _, base, data = prepared
     _, result = two_process
@@ -139,11 +139,11 @@ def test_an_explicit_config_overrides_and_may_not_contradict(tmp_path):
 def test_launch_commands(tmp_path):
     job = tmp_path / "job.json"
     cmd, env = command(job, TrainSettings(num_processes=1))
-    assert cmd == [sys.executable, "-m", "tasks.trainer", str(job)] and env["WORLD_SIZE"] == "1"
+    assert cmd == [sys.executable, "-m", "tasks.train.trainer", str(job)] and env["WORLD_SIZE"] == "1"
     cmd, _ = command(job, TrainSettings(num_processes=2))
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node1 slots=8\nnode2 slots=8\n")
     cmd, _ = command(job, TrainSettings(num_processes=8, hostfile=hostfile))
     assert cmd == [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--num_gpus=8",
-                   "--master_port=29500", "--module", "tasks.trainer", str(job)]
+                   "--master_port=29500", "--module", "tasks.train.trainer", str(job)]

@@ -1,0 +1,164 @@
+"""The registry commands: ``models``, ``promote``, ``rollback``, and ``generate`` and ``merge`` on a
+registered version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.cli.app import app, default_config, fail
+from tasks.evaluate.generation import SERVING_DEFAULTS
+from tasks.core.state import StatePaths
+
+
+def _registry(name: Optional[str]) -> tuple[str, str]:
+    state = StatePaths.from_env()
+    cfg = default_config()
+    uri = cfg.registry.tracking_uri or state.mlflow_uri()
+    return uri, name or cfg.registry.model_name
+
+
+@app.command()
+def models(name: Annotated[Optional[str], typer.Option("--name", help="registered model; default: all")] = None) -> None:
+    """Registered versions with their aliases, status and key metrics."""
+    from rich.console import Console
+
+    from tasks.registry import registry
+
+    uri, _ = _registry(None)
+    try:
+        versions = registry.list_versions(uri, name)
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
+    if not versions:
+        typer.echo("no registered models yet")
+        return
+    console = Console()  # the terminal's width; 80 columns when there is no terminal
+    for renderable in model_tables(versions):
+        console.print(renderable)
+
+
+def model_tables(versions) -> list:
+    """One table per registered model (version, aliases, status, key metrics, run), narrow enough for 80
+    columns; metrics measured on other held-out data than the champion's are marked as not comparable."""
+    from rich.table import Table
+
+    keys = {"rougeL": "ROUGE-L", "bits_per_byte": "bits/B", "pii_leaked": "PII"}
+    out: list = []
+    for model_name in dict.fromkeys(v.name for v in versions):
+        mine = [v for v in versions if v.name == model_name]
+        champion = next((v for v in mine if "champion" in v.aliases), None)
+        table = Table("v", "aliases", "status", *keys.values(), title=model_name, title_justify="left")
+        table.add_column("run", overflow="fold")
+        other = False
+        for v in mine:
+            differs = bool(champion and champion.eval_data and v.eval_data != champion.eval_data)
+            other |= differs
+            cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}{'*' if differs else ''}" for k in keys]
+            table.add_row(v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, v.run_id or "")
+        out.append(table)
+        if other:
+            out.append("* measured on other held-out data than @champion's: not comparable with it")
+    return out
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="model version to make @champion")],
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+    force: Annotated[bool, typer.Option("--force", help="promote a version its run blocked")] = False,
+) -> None:
+    """Move @champion to VERSION by hand (the previous champion is remembered for rollback). A version its
+    run blocked (a failed contract or gate) is refused unless --force."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import registry
+
+    uri, model = _registry(name)
+    try:
+        if not force:
+            why = registry.blocked_reason(uri, model, version)
+            if why is not None:
+                fail(f"{model} v{version} was blocked by its run: {why}; promote it anyway with --force")
+        before, after = registry.promote(uri, model, version)
+    except MlflowException as exc:
+        fail(f"cannot promote {model} v{version}: {exc.message}")
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
+    typer.echo(f"{model}: @champion v{before or '-'} -> v{after}")
+
+
+@app.command()
+def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None) -> None:
+    """Move @champion back to the previous champion."""
+    from tasks.registry import registry
+
+    uri, model = _registry(name)
+    try:
+        before, after = registry.rollback(uri, model)
+    except (LookupError, registry.RegistryUnreachable) as exc:
+        fail(str(exc))
+    typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="text to continue")],
+    model: Annotated[str, typer.Option("--model", help="an alias (champion, challenger) or a version number")] = "champion",
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = SERVING_DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option(min=0.0)] = SERVING_DEFAULTS.temperature,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = SERVING_DEFAULTS.top_p,
+    seed: int = SERVING_DEFAULTS.seed,
+) -> None:
+    """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import registry
+
+    uri, model_name = _registry(name)
+    ref = f"models:/{model_name}/{model}" if model.isdigit() else f"models:/{model_name}@{model}"
+    try:
+        registry.client(uri)  # fails at once, naming the URI, when a tracking server does not answer
+        with registry.tracking(uri):
+            loaded = mlflow.pyfunc.load_model(ref)
+    except MlflowException as exc:
+        fail(f"cannot load {ref}: {exc.message}")
+    except registry.RegistryUnreachable as exc:
+        fail(str(exc))
+    params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    typer.echo(loaded.predict([prompt], params=params)[0])
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="folder for the merged Hugging Face model")],
+    model: Annotated[str, typer.Option("--model", help="an alias (champion, challenger) or a version number")] = "champion",
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+) -> None:
+    """Merge a registered model's LoRA adapter into its base: one plain transformers folder (with tokenizer)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import registry
+    from tasks.registry.merge import MergeError, merge_adapter
+
+    uri, model_name = _registry(name)
+    with tempfile.TemporaryDirectory(prefix="tunegate-merge-") as tmp:
+        try:
+            parts = registry.model_artifacts(uri, model_name, model, Path(tmp))
+        except MlflowException as exc:
+            fail(f"cannot load {model_name} {model}: {exc.message}")
+        except registry.RegistryUnreachable as exc:
+            fail(str(exc))
+        if parts is None:
+            fail(f"{model_name} has no version '{model}'")
+        try:
+            merge_adapter(parts["base"], parts["adapter"], out)
+        except MergeError as exc:
+            fail(str(exc))
+    typer.echo(f"merged {model_name} v{parts['version']} (base + adapter) -> {out}")

@@ -1,0 +1,1 @@
+"""Shared plumbing every stage uses: snapshots, the executor, the state folder, records, progress, config."""

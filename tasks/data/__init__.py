@@ -1,0 +1,1 @@
+"""The data stages: ingest, clean and quality filters, deduplication, PII scrubbing, contracts, drift statistics."""

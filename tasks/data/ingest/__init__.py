@@ -1,0 +1,1 @@
+"""Ingest: every input (files, JSONL, Hugging Face datasets) becomes documents or a quarantine row."""

@@ -1,0 +1,35 @@
+"""PII and secrets scrubbing with Presidio's recognizers, offline, fast.
+
+The spaCy model comes from a registry package pinned by hash (``en_core_web_sm``, see infra/); entities,
+score threshold and the operator per entity are configurable. The default replaces each entity with
+``<TYPE>``. Besides Presidio's entities, the secrets recognizers of secrets.py (API_KEY, PASSWORD,
+PRIVATE_KEY, CONNECTION_STRING) are on by default.
+
+Two engines (bench/pii.py measures them against vanilla Presidio on gold spans):
+
+- ``presidio``: Presidio's BatchAnalyzerEngine, i.e. the whole spaCy pipeline and every selected
+  recognizer on every text.
+- ``fast`` (default): spaCy runs only the components its NER needs (en_core_web_sm's ner has its own
+  tok2vec, so tok2vec, tagger, parser, attribute_ruler and lemmatizer are skipped; the rule-based sentencizer
+  stands in for the parser's sentence boundaries, which the NER respects), in batches of up to
+  ``batch_size`` texts and ``batch_chars`` characters, each distinct text once. Each recognizer runs only
+  when a cheap test implied by its own patterns passes (no '@', no e-mail; no 13 digits in a card's
+  grouping, no credit card; the phone matcher only for the regions whose valid numbers fit the text's digit
+  runs). Lemmas, which only Presidio's context enhancement reads, come from the rest of the pipeline, run
+  only on the texts where a context word could change the outcome: a result of a recognizer with context
+  words below the score threshold, or results of different types on one span whose label a raised score
+  could flip. The anonymizer's conflict rules are applied as Presidio applies them, then the text is rebuilt
+  in one pass. Findings are Presidio's except where the NER reads a sentence boundary differently (1 of
+  synth_dataset_v2's 1,500 texts, where one name more is found), and no type leaks more.
+
+Two fallback recognizers (``structured_fallbacks``, on by default) find what Presidio's own miss on
+presidio-research's benchmark: card numbers outside its pattern (Mastercard 2-series, 19-digit Visa,
+12-19-digit Maestro, JCB 2131/1800; Luhn-checked, after a card cue word) and national phone numbers of
+regions it does not try (after a cue such as "Phone:" or "call me on", before "office"/"fax", or with a
+bracketed area code). With them no gold e-mail, phone, card, SSN, IBAN or IP value of the benchmark survives
+(tests/test_pii_benchmark_leaks.py); without them 30 cards and 38 phones of 319 structured values did.
+
+Where an entity was already replaced by a ``<TYPE>`` placeholder, nothing inside the placeholder is taken for
+PII again: scrubbing scrubbed text finds nothing new of the pattern types (the NER may still find a name it
+missed in the original's context). Texts over ``chunk_chars`` are scrubbed in pieces.
+"""

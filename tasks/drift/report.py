@@ -1,0 +1,64 @@
+"""The drift report: Markdown for a person, JSON beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "—" if v is None else str(v)
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    decision = rep.get("decision", "?")
+    head = "DRIFT" if rep.get("drift") else decision.upper()
+    parts = [f"# Drift report `{rep['drift_id']}` — dataset `{rep['dataset']}` — {head}", "",
+             f"- new data: `{rep['new_data']}`"]
+    if rep.get("new"):
+        n = rep["new"]
+        parts.append(f"- new documents: {_fmt((rep.get('statistics') or {}).get('documents_new'))} after cleaning "
+                     f"({_fmt(n.get('ingested'))} ingested, {_fmt(n.get('quarantined'))} quarantined)")
+    if rep.get("reference"):
+        parts.append(f"- reference: {rep['reference']['description']}")
+    if rep.get("tokenizer"):
+        parts.append(f"- tokenizer: {rep['tokenizer']['source']} (`{rep['tokenizer']['path']}`)")
+    if rep.get("note"):
+        parts += ["", f"**{rep['note']}**"]
+    if decision == "nothing new":
+        parts += ["", f"**{_fmt(rep['statistics'].get('duplicate_rate'))} of the new documents are already in the "
+                      "reference: nothing new to train on, no drift event.**"]
+    if decision == "too little data":
+        parts += ["", f"**Fewer than {rep['thresholds']['min_documents']} new documents: no decision.**"]
+    if rep.get("checks"):
+        rows = [[c["name"], _fmt(c["value"]), "off" if c["threshold"] is None else f"> {_fmt(c['threshold'])}",
+                 "DRIFT" if c["drifted"] else "ok", c.get("detail", "")] for c in rep["checks"]]
+        parts += ["", "## Checks", "", "| check | value | drift when | result | detail |", "|---|---|---|---|---|",
+                  *["| " + " | ".join(r) + " |" for r in rows]]
+        s = rep["statistics"]
+        side = [["documents", s.get("documents_reference"), s.get("documents_new")],
+                ["mean length (chars)", s.get("mean_length_reference"), s.get("mean_length_new")],
+                ["OOV rate", s.get("oov_rate_reference"), s.get("oov_rate_new")],
+                ["PII entities / document", s.get("pii_per_document_reference"), s.get("pii_per_document_new")],
+                ["already in the reference", None, s.get("duplicate_rate")]]
+        parts += ["", "## Both sides", "", "| | reference | new |", "|---|---|---|",
+                  *[f"| {a} | {_fmt(b)} | {_fmt(c)} |" for a, b, c in side]]
+    ev = rep.get("event")
+    if ev:
+        parts += ["", f"Event `{ev['event']}` emitted for `{ev['resource']}` (id {ev['id']}): the retrain "
+                      "deployment's trigger starts a retrain on the new data."]
+    else:
+        parts += ["", "No drift event emitted."]
+    return "\n".join(parts) + "\n"
+
+
+def write(rep: dict[str, Any], out: Path) -> str:
+    """report.md and report.json in ``out``; returns the Markdown."""
+    md = markdown(rep)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(md)
+    (out / "report.json").write_text(json.dumps(rep, indent=2, default=str))
+    return md

@@ -1,0 +1,1 @@
+"""The MLflow registry: runs, model versions and aliases, the pyfunc model, merging adapters."""
