@@ -36,11 +36,11 @@ from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -25,11 +25,11 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.machine import describe  # noqa: E402
 
 from tasks.core.offline import apply_offline_environment  # noqa: E402
 

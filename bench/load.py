@@ -23,9 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import describe  # noqa: E402
 import tasks  # noqa: E402,F401  (offline environment)
 
 WORDS = ("river stone bridge market winter harvest lantern council garden archive signal harbor meadow "

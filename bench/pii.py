@@ -40,10 +40,9 @@ import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.machine import describe  # noqa: E402
 
 import tasks  # noqa: E402,F401  (offline environment)
 from tasks.data.pii.settings import IGNORED_NER_LABELS, PRESIDIO_ENTITIES, PiiSettings

@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe  # noqa: E402  (bench/machine.py: python puts bench/ on the path)
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.machine import describe  # noqa: E402
 
 import tasks  # noqa: E402,F401  (offline environment first)
 
