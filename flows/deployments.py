@@ -17,8 +17,7 @@ import yaml
 
 from tasks.core.paths import PROJECT_ROOT
 
-ROOT = PROJECT_ROOT
-PREFECT_YAML = ROOT / "prefect.yaml"
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 SERVED = ("retrain", "drift-monitor")
 
 
@@ -57,7 +56,7 @@ def load_entrypoint(entrypoint: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def pipeline_config(raw: dict[str, Any] | None, base: Path = ROOT, config_file: Path | None = None) -> dict[str, Any]:
+def pipeline_config(raw: dict[str, Any] | None, base: Path = PROJECT_ROOT, config_file: Path | None = None) -> dict[str, Any]:
     """The retrain config as JSON: ``config_file`` when given, else ``raw`` (from prefect.yaml) with its
     relative paths resolved against ``base``."""
     from flows.config import PipelineConfig, load_config, resolve_paths
@@ -69,7 +68,7 @@ def pipeline_config(raw: dict[str, Any] | None, base: Path = ROOT, config_file: 
     return cfg.model_dump(mode="json")
 
 
-def _resolve(value: str | None, base: Path = ROOT) -> str | None:
+def _resolve(value: str | None, base: Path = PROJECT_ROOT) -> str | None:
     if value is None:
         return None
     p = Path(value).expanduser()

@@ -36,7 +36,6 @@ from tasks.drift import ledger, measure, report
 from tasks.drift.reference import Reference, champion_reference
 from tasks.core.state import StatePaths, new_run_id
 
-ROOT = PROJECT_ROOT
 DRIFT_EVENT = "tunegate.data.drift"
 RESOURCE_PREFIX = "tunegate.dataset."
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -92,7 +91,7 @@ def compare_sides(ref: Reference, new_snapshot: str, tokenizer: str | None, conf
 def _load_config(config_file: str | None) -> PipelineConfig:
     if config_file:
         return load_config(config_file)
-    for candidate in (DEFAULT_CONFIG, ROOT / DEFAULT_CONFIG):
+    for candidate in (DEFAULT_CONFIG, PROJECT_ROOT / DEFAULT_CONFIG):
         if Path(candidate).is_file():
             return load_config(candidate)
     return PipelineConfig()

@@ -13,12 +13,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.core import snapshot
+from tasks.core.executor import DaskSettings
 from tasks.data import drift_stats
 from tasks.data.clean import CleanSettings
 from tasks.data.drift_stats import Comparison, DriftThresholds, Side
 from tasks.data.ingest.settings import IngestSettings
 from tasks.data.pii.settings import PiiSettings
-from tasks.core.executor import DaskSettings
 from tasks.drift.reference import Reference
 
 TEXT_CAP = 20_000  # characters of one document used for token and word statistics (lengths use all)
