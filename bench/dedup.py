@@ -281,7 +281,8 @@ def estimator_error(planted: Planted, num_perm: int, seed: int, shingle_size: in
     """Mean and standard deviation of (estimated - true) Jaccard over planted pairs, for both sides."""
     from datasketch import MinHash
 
-    from tasks.data.dedup import DedupSettings, sign_texts
+    from tasks.data.dedup.minhash import sign_texts
+    from tasks.data.dedup.settings import DedupSettings
 
     text = {d["doc_id"]: d["text"] for d in planted.docs}
     pairs = cluster_pairs(planted, limit)
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpora", type=Path, default=CORPORA)
     args = parser.parse_args(argv)
 
-    from tasks.data.dedup import DedupSettings, find_duplicates
+    from tasks.data.dedup.settings import DedupSettings
+    from tasks.data.dedup.stage import find_duplicates
 
     started = time.perf_counter()
     planted = build_planted(args.docs, args.seed, corpus_words(args.corpora), min_jaccard=args.min_jaccard)

@@ -111,7 +111,8 @@ def main() -> None:
 
     from tasks.core import snapshot
     from tasks.data.clean import CleanSettings, clean_snapshot
-    from tasks.data.dedup import DedupSettings, dedup_snapshot
+    from tasks.data.dedup.settings import DedupSettings
+    from tasks.data.dedup.stage import dedup_snapshot
     from tasks.core.executor import DaskSettings, close_clients
     from tasks.data.ingest.ingest import IngestSettings, ingest_to_snapshot
     from tasks.data.pii.settings import PiiSettings

@@ -1,7 +1,8 @@
 """PipelineConfig: one typed model, composed of the settings sections that the task modules own.
 
 Loaded from YAML; a wrong type, an out-of-range value or an unknown key fails at once with a message
-that names the field. Relative paths in a config file are resolved against the file's folder.
+that names the field. Relative paths in a config file are resolved against the file's folder (a file tunegate
+ships, such as ``data_contracts/raw.json``, that is not there is the project's own copy: tasks.core.paths).
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ from tasks.train.canaries import CanarySettings
 from tasks.data.clean import CleanSettings
 from tasks.data.contracts import ContractSettings
 from tasks.train.dataset import SplitSettings
-from tasks.data.dedup import DedupSettings
+from tasks.data.dedup.settings import DedupSettings
 from tasks.evaluate.evaluate import EvalSettings
 from tasks.core.executor import DaskSettings
 from tasks.evaluate.gates import GateSettings
 from tasks.data.ingest.ingest import IngestSettings
 from tasks.train.model import ModelSettings, looks_like_path
 from tasks.data.pii.settings import PiiSettings
-from tasks.registry.registry import RegistrySettings
+from tasks.registry.settings import RegistrySettings
 from tasks.train.tokenizer import TokenizerSettings
 from tasks.train.train import TrainSettings
+from tasks.core.paths import DEMO_CONFIG, resolve_relative
 from tasks.core.yaml_model import describe_errors, load_yaml_model
 
-DEFAULT_CONFIG = Path("configs/demo.yaml")
+DEFAULT_CONFIG = Path("configs/demo.yaml")  # in the working directory; else the project's own (DEMO_CONFIG)
 
 
 class DataSettings(BaseModel):
@@ -72,7 +74,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
 def _resolve(base: Path, value: Path | None) -> Path | None:
     if value is None or value.is_absolute():
         return value
-    return (base / value).resolve()
+    return resolve_relative(base, value)
 
 
 def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
@@ -96,13 +98,28 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     return config
 
 
+def default_config_path() -> Path | None:
+    """configs/demo.yaml of the working directory, else the project's own (the checkout's, or the copy an
+    installed wheel carries); None when neither is there."""
+    return next((p for p in (DEFAULT_CONFIG, DEMO_CONFIG) if p.is_file()), None)
+
+
 def load_config(path: str | Path | None = None) -> PipelineConfig:
-    """The pipeline config in ``path`` (default configs/demo.yaml); raises ConfigError naming the problem."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    """The pipeline config in ``path`` (default: ``default_config_path``); raises ConfigError naming the problem."""
+    path = Path(path) if path else default_config_path() or DEFAULT_CONFIG
     config = load_yaml_model(path, PipelineConfig, "config", error=ConfigError, missing=ConfigError)
     config = resolve_paths(config, path.parent.resolve())
     check_gates_file(config)
     return config
+
+
+def load_config_or_default(path: str | Path | None = None) -> PipelineConfig:
+    """The config in ``path``; without one, the default config (``default_config_path``), or every setting's
+    default when there is none. Raises ConfigError naming the problem."""
+    if path:
+        return load_config(path)
+    found = default_config_path()
+    return load_config(found) if found else PipelineConfig()
 
 
 # a relative path in a config's YAML: a value (or list item) starting with ./ or ../

@@ -3,7 +3,8 @@
 prefect.yaml is the one place where the schedules, parameters, the drift trigger and the concurrency
 limit are written; ``prefect deploy --all`` reads it for a work pool, and ``runner_deployments`` reads it
 here for ``prefect.serve``. Relative paths in the parameters are resolved against the checkout (the
-folder of prefect.yaml), so a served run does not depend on the folder ``tunegate serve`` started in.
+folder of prefect.yaml; in an installed wheel, the copy of the project's files it carries), so a served run
+does not depend on the folder ``tunegate serve`` started in.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from tasks.core.paths import PROJECT_ROOT
+from tasks.core.paths import PREFECT_YAML, PROJECT_ROOT
 
-PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 SERVED = ("retrain", "drift-monitor")
 
 

@@ -27,10 +27,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from flows.config import PipelineConfig, load_config_or_default
 from tasks.data import drift_stats
 from tasks.core import snapshot
-from tasks.core.paths import PROJECT_ROOT
 from tasks.data.drift_stats import Comparison, DriftThresholds
 from tasks.drift import ledger, measure, report
 from tasks.drift.reference import Reference, champion_reference
@@ -88,17 +87,6 @@ def compare_sides(ref: Reference, new_snapshot: str, tokenizer: str | None, conf
 # ------------------------------------------------------------------------------------------ the flow
 
 
-def _load_config(config_file: str | None) -> PipelineConfig:
-    if config_file:
-        return load_config(config_file)
-    for candidate in (DEFAULT_CONFIG, PROJECT_ROOT / DEFAULT_CONFIG):
-        if Path(candidate).is_file():
-            return load_config(candidate)
-    return PipelineConfig()
-
-
-
-
 @flow(name="drift-monitor", log_prints=True)
 def drift_monitor(
     dataset: str,
@@ -122,7 +110,7 @@ def drift_monitor(
     if not DATASET_NAME.match(dataset):
         raise ValueError(f"dataset: {dataset!r} is not a valid name (letters, digits, '_' and '-')")
     state = StatePaths.from_env(home)
-    config = _load_config(config_file)
+    config = load_config_or_default(config_file)
     t = drift_stats.load_thresholds(thresholds_file)
     drift_id = new_run_id()  # the same form as a run folder's name
     out = state.drift / drift_id

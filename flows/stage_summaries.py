@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# the flow's stages in order (StageClock names) and how the terminal calls them
+# the flow's stages in order (the names RetrainRun.done is given) and how the terminal calls them
 STAGES: dict[str, str] = {
     "ingest": "ingest",
     "contract_raw": "raw contract",

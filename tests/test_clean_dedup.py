@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from tasks.data.clean import CleanSettings, clean_documents, normalise_text
-from tasks.data.dedup import DedupSettings, exact_key, find_duplicates
+from tasks.data.dedup.settings import DedupSettings
+from tasks.data.dedup.stage import exact_key, find_duplicates
 
 TEXT = ("The quick brown fox jumps over the lazy dog while the farmer watches from the gate and the sun sets "
         "slowly behind the hills of the valley where the river runs quietly towards the distant sea.")

@@ -173,7 +173,7 @@ def test_concurrent_runs_share_one_snapshot_per_stage(two_runs):
 def test_registry_is_consistent_after_concurrent_promotions(two_runs):
     import mlflow
 
-    from tasks.registry.registry import HISTORY_TAG, RUN_TAG
+    from tasks.registry.versions import HISTORY_TAG, RUN_TAG
 
     uri = f"sqlite:///{two_runs['home'] / 'mlflow.db'}"
     c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -210,7 +210,7 @@ def test_models_table_fits_80_columns_and_marks_metrics_on_other_data():
     from rich.console import Console
 
     from flows.cli.models import model_tables
-    from tasks.registry.registry import VersionInfo
+    from tasks.registry.versions import VersionInfo
 
     def version(n, aliases, data, rouge):
         return VersionInfo(name="tunegate-demo", version=str(n), aliases=aliases, status="promoted",

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -53,7 +52,7 @@ def tickets() -> list[dict]:
 
 
 def shingles(text: str, n: int = 5) -> set:
-    words = re.findall(r"\w+", text.lower())  # as tasks/data/dedup.py tokenises
+    words = re.findall(r"\w+", text.lower())  # as tasks/data/dedup/minhash.py tokenises
     return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 

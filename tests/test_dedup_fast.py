@@ -18,8 +18,11 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import ROOT, SHARED_EVAL
-from tasks.data import dedup
-from tasks.data.dedup import DedupSettings, UnionFind, derive_banding, find_duplicates, sign_texts, word_hashes, words
+from tasks.data.dedup import minhash, stage
+from tasks.data.dedup.clusters import UnionFind
+from tasks.data.dedup.minhash import sign_texts, word_hashes, words
+from tasks.data.dedup.settings import DedupSettings, derive_banding
+from tasks.data.dedup.stage import find_duplicates
 
 
 def _load_bench():
@@ -183,7 +186,7 @@ def test_long_documents_span_several_chunks(stream, monkeypatch):
     long_text = " ".join(long_words)
     near = " ".join(_substitute(long_words, list(range(100, 5000, 400)), "n"))
     whole, _ = sign_texts([long_text, "short text here", near], DedupSettings())
-    monkeypatch.setattr(dedup, "_CHUNK_SHINGLES", 997)
+    monkeypatch.setattr(minhash, "_CHUNK_SHINGLES", 997)
     chunked, _ = sign_texts([long_text, "short text here", near], DedupSettings())
     assert np.array_equal(whole, chunked)
     removed = find_duplicates([{"doc_id": "long", "text": long_text}, {"doc_id": "near", "text": near}],
@@ -264,10 +267,10 @@ def test_dedup_snapshot_writes_removed_list_and_counts(tmp_path, chain):
             [("A", texts["A"]), ("A2", texts["A"].upper()), ("B", texts["B"]), ("C", texts["C"]), ("Z", "other")]]
     source = snapshot.write(tmp_path / "store", "clean", "k", [pa.Table.from_pylist(rows)], parent=None,
                             params={}, stats={})
-    ref = dedup.dedup_snapshot(source, settings, tmp_path / "store")
+    ref = stage.dedup_snapshot(source, settings, tmp_path / "store")
     assert snapshot.read_table(ref).column("doc_id").to_pylist() == ["A", "Z"]
     stats = ref.manifest()["stats"]
     assert stats == {"exact_duplicates": 1, "near_duplicates": 2, "kept": 2}
     removed = [json.loads(line) for line in (Path(ref.path) / "removed.jsonl").read_text().splitlines()]
     assert [r["doc_id"] for r in removed] == ["A2", "B", "C"] and {r["of"] for r in removed} == {"A"}
-    assert dedup.dedup_snapshot(source, settings, tmp_path / "store").reused
+    assert stage.dedup_snapshot(source, settings, tmp_path / "store").reused

@@ -125,9 +125,9 @@ def champion_home(tmp_path_factory):
     """A state folder whose registry has a @champion tagged with a real curated snapshot and tokenizer,
     made by the real stages on the company documents (the model itself is not trained: drift needs none)."""
     from flows.config import PipelineConfig
-    from tasks.registry import registry
+    from tasks.registry.store import client
     from tasks.data.clean import clean_snapshot
-    from tasks.data.dedup import dedup_snapshot
+    from tasks.data.dedup.stage import dedup_snapshot
     from tasks.data.ingest.ingest import ingest_to_snapshot
     from tasks.data.pii.scrub import scrub_snapshot
     from tasks.core.state import StatePaths
@@ -141,7 +141,7 @@ def champion_home(tmp_path_factory):
     deduped = dedup_snapshot(clean_snapshot(raw, config.clean, config.dask, state.snapshots), config.dedup, state.snapshots)
     curated = scrub_snapshot(deduped, config.pii, config.dask, state.snapshots)
     tok = prepare(curated, config.tokenizer, None, state.tokenizers)
-    c = registry.client(state.mlflow_uri())
+    c = client(state.mlflow_uri())
     c.create_registered_model("drift-test")
     (home / "model").mkdir()
     mv = c.create_model_version("drift-test", source=str(home / "model"),

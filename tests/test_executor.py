@@ -7,7 +7,7 @@ import pyarrow as pa
 from tasks.core import snapshot
 from tasks.data.clean import CleanSettings, clean_snapshot
 from tasks.core.executor import DaskSettings, map_shards
-from tasks.data.quality import QualitySettings
+from tasks.data.quality.settings import QualitySettings
 from tasks.core.records import make_document, to_table
 
 

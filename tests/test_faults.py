@@ -154,7 +154,7 @@ def reference_fingerprints(config: Path, store: Path) -> dict[str, str]:
     """The data stages run uninterrupted, in this process, into their own store."""
     from flows.config import load_config
     from tasks.data.clean import clean_snapshot
-    from tasks.data.dedup import dedup_snapshot
+    from tasks.data.dedup.stage import dedup_snapshot
     from tasks.core.executor import DaskSettings
     from tasks.data.ingest.ingest import ingest_to_snapshot
     from tasks.data.pii.scrub import scrub_snapshot

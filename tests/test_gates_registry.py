@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import CORPUS, ROOT, run_cli
-from tasks.registry import registry
+from tasks.registry import register, store, versions
 from tasks.evaluate.gates import Gate, check, load_gates
 
 NAME = "gates-test"
@@ -264,7 +264,7 @@ def test_mlflow_run_has_final_report_step_and_eval_metrics(runs):
     assert len(c.get_metric_history(run_id, "eval_loss")) >= 1  # eval_every 5
     for key in ("rougeL", "bleu", "chrf", "pii_leaked", "canaries_extracted", "perplexity", "bits_per_byte"):
         assert key in mv.tags, key
-    info = {v.version: v for v in registry.list_versions(runs["uri"], NAME)}[rep["model"]["version"]]
+    info = {v.version: v for v in versions.list_versions(runs["uri"], NAME)}[rep["model"]["version"]]
     assert {"rougeL", "pii_leaked", "canaries_extracted"} <= set(info.metrics) and info.status == "promoted"
 
 
@@ -273,7 +273,7 @@ def test_registered_model_generates_like_the_evaluation(runs):
 
     rep = runs["first"]
     gens = [g for g in rep["evaluation"]["generations"]["candidate"] if g["set"] == "heldout"]
-    with registry.tracking(runs["uri"]):
+    with store.tracking(runs["uri"]):
         model = mlflow.pyfunc.load_model(f"models:/{NAME}/{rep['model']['version']}")
     out = model.predict([g["prompt"] for g in gens], params={"max_new_tokens": 8})
     assert out == [g["output"] for g in gens]
@@ -283,14 +283,14 @@ def test_promote_and_rollback_move_only_the_champion_alias(runs):
     uri, env_before = runs["uri"], os.environ.get("MLFLOW_TRACKING_URI")
     v1, v2 = runs["first"]["model"]["version"], runs["second"]["model"]["version"]
     before = versions_state(runs["home"])
-    assert registry.promote(uri, NAME, v2) == (v1, v2)
+    assert versions.promote(uri, NAME, v2) == (v1, v2)
     after = versions_state(runs["home"])
     assert {v: tags for v, (tags, _) in after.items()} == {v: tags for v, (tags, _) in before.items()}
     assert after[v2][1] == ["challenger", "champion"] and after[v1][1] == []
-    assert registry.rollback(uri, NAME) == (v2, v1)
+    assert versions.rollback(uri, NAME) == (v2, v1)
     assert versions_state(runs["home"]) == before
     with pytest.raises(LookupError):
-        registry.rollback(uri, NAME)
+        versions.rollback(uri, NAME)
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # the registry left the global URI alone
 
 
@@ -301,22 +301,22 @@ def test_registration_is_idempotent_also_after_a_half_done_attempt(runs):
     kw = dict(tracking_uri=uri, artifact_location=None, name=NAME, **art, tags={"status": "blocked"}, params={},
               metrics={"x": 1.0})
     count = len(c.search_model_versions(f"name='{NAME}'"))
-    again = registry.register(run_id="first", **kw)  # a retry of a registered run: the same version
+    again = register.register(run_id="first", **kw)  # a retry of a registered run: the same version
     assert again.version == rep["model"]["version"] and len(c.search_model_versions(f"name='{NAME}'")) == count
 
     # died after create_model_version, before the alias: the retry finds the version and sets @challenger
     source = c.get_model_version(NAME, rep["model"]["version"]).source
-    with registry.tracking(uri):  # the registry resolves a models:/m-… source through the global URI
-        half = c.create_model_version(NAME, source=source, tags={registry.RUN_TAG: "half-version"})
-    retried = registry.register(run_id="half-version", **kw)
+    with store.tracking(uri):  # the registry resolves a models:/m-… source through the global URI
+        half = c.create_model_version(NAME, source=source, tags={versions.RUN_TAG: "half-version"})
+    retried = register.register(run_id="half-version", **kw)
     assert retried.version == str(half.version) and "challenger" in retried.aliases
     assert len(c.search_model_versions(f"name='{NAME}'")) == count + 1
 
     # died inside the MLflow run, before the model was logged: the half run is deleted and one version made
-    exp = c.get_experiment_by_name(registry.EXPERIMENT).experiment_id
-    dead = c.create_run(exp, tags={registry.RUN_TAG: "half-run"}).info.run_id
-    v = registry.register(run_id="half-run", **kw)
-    assert registry.register(run_id="half-run", **kw).version == v.version
+    exp = c.get_experiment_by_name(register.EXPERIMENT).experiment_id
+    dead = c.create_run(exp, tags={versions.RUN_TAG: "half-run"}).info.run_id
+    v = register.register(run_id="half-run", **kw)
+    assert register.register(run_id="half-run", **kw).version == v.version
     assert len(c.search_model_versions(f"name='{NAME}'")) == count + 2
     assert c.get_run(dead).info.lifecycle_stage == "deleted" and v.mlflow_run_id != dead
     assert str(c.get_model_version_by_alias(NAME, "champion").version) == rep["model"]["version"]
@@ -328,7 +328,7 @@ def test_unreachable_tracking_server_fails_fast_naming_it():
         port = s.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    with pytest.raises(registry.RegistryUnreachable) as err:
-        registry.list_versions(uri, NAME)
+    with pytest.raises(store.RegistryUnreachable) as err:
+        versions.list_versions(uri, NAME)
     assert time.perf_counter() - started < 10
     assert str(err.value).startswith(f"MLflow tracking server at {uri} is unreachable: ")

@@ -25,7 +25,6 @@ from tasks.data.ingest.ingest import (
     ingest_to_snapshot,
 )
 from tasks.data import instructions
-from tasks.core import snapshot
 
 SETTINGS = IngestSettings()
 
@@ -182,7 +181,8 @@ def test_clean_keeps_instruction_records_the_prose_filters_would_drop(tmp_path):
     from collections import Counter
 
     from tasks.data.clean import CleanSettings, clean_documents, clean_snapshot, quality_filter
-    from tasks.data.quality import QualitySettings, check_text
+    from tasks.data.quality.filtering import check_text
+    from tasks.data.quality.settings import QualitySettings
 
     record = instructions.to_text("Route this ticket to a team and give its priority.",
                                   "Team: Navigation. Priority: P2.",

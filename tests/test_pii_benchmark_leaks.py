@@ -27,12 +27,13 @@ import pytest
 
 from conftest import SHARED_EVAL, run_cli
 from tasks.data.clean import CleanSettings, clean_snapshot, normalise_text
-from tasks.data.dedup import DedupSettings, dedup_snapshot
+from tasks.data.dedup.settings import DedupSettings
+from tasks.data.dedup.stage import dedup_snapshot
 from tasks.core.executor import DaskSettings
 from tasks.data.ingest.ingest import IngestSettings, ingest_to_snapshot
 from tasks.data.pii.settings import PiiSettings
 from tasks.data.pii.scrub import scrub_snapshot
-from tasks.data.quality import QualitySettings
+from tasks.data.quality.settings import QualitySettings
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 STRUCTURED = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"]

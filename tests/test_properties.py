@@ -19,7 +19,9 @@ from collections import Counter
 from hypothesis import HealthCheck, assume, example, given, settings as hsettings, strategies as st
 
 from tasks.data.clean import CleanSettings, clean_documents, normalise_text
-from tasks.data.dedup import DedupSettings, exact_key, find_duplicates, words
+from tasks.data.dedup.minhash import words
+from tasks.data.dedup.settings import DedupSettings
+from tasks.data.dedup.stage import exact_key, find_duplicates
 from tasks.data.pii.settings import PLACEHOLDER, SECRET_ENTITIES, PiiSettings
 from tasks.data.pii.scrub import scrub_texts
 

@@ -1,4 +1,4 @@
-"""Quality filters (tasks/data/quality.py): each filter failing and passing, actions, counts, the sample corpus."""
+"""Quality filters (tasks/data/quality/): each filter failing and passing, actions, counts, the sample corpus."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from pydantic import ValidationError
 
-from tasks.data.quality import FILTER_NAMES, QualitySettings, cache_params, check_text, filter_documents, load_blocklist
+from tasks.data.quality.blocklist import load_blocklist
+from tasks.data.quality.filtering import check_text, filter_documents
+from tasks.data.quality.settings import FILTER_NAMES, QualitySettings, cache_params
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus"
@@ -341,7 +343,7 @@ def test_cache_params_follow_blocklist_content(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, tasks.data.quality; "
+    code = ("import sys, tasks.data.quality.filtering; "
             "print(sorted(m for m in ('prefect', 'dask', 'torch', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -364,7 +366,7 @@ def test_check_text_never_crashes(text):
 
 
 def test_the_report_lists_the_quality_filters_drops_by_reason():
-    from flows.retrain import record_snapshots
+    from tasks.report.run_report import RunReport
     from tasks.report import report
     from tasks.data.clean import CleanSettings, clean_snapshot
     from tasks.core.executor import DaskSettings
@@ -381,8 +383,8 @@ def test_the_report_lists_the_quality_filters_drops_by_reason():
         raw = snapshot.materialize(Path(tmp), "ingest", input_fingerprint="q", params={}, code_version="t",
                                    produce=lambda s, e: [to_table(docs)])
         cleaned = clean_snapshot(raw, CleanSettings(), DaskSettings(scheduler="sync"), Path(tmp))
-        record_snapshots(rep := {}, {"ingest": raw, "clean": cleaned})
-        counts = rep["counts"]
+        (rep := RunReport.begin("r", "config.yaml")).record_snapshots({"ingest": raw, "clean": cleaned})
+        counts = rep.counts
     assert cleaned.rows == 4 and counts["dropped_quality"] == 2 and sum(counts["quality_filters"].values()) >= 2
     md = report.markdown({"run_id": "r", "status": "blocked", "counts": counts})
     line = next(x for x in md.splitlines() if x.startswith("Quality filters: "))

@@ -16,7 +16,7 @@ from tasks.evaluate.gates import Gate, check
 # ---------------------------------------------------------------------------------------------- instructions
 
 def test_instruction_records_round_trip_and_render_per_tokenizer():
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
 
     text = instructions.to_text(" Route this ticket. ", "Team: Power. Priority: P1.", "The dock at Leeds is dead.")

@@ -47,9 +47,13 @@ def config_or_fail(path: Optional[Path]):
 
 
 def default_config():
-    from flows.config import DEFAULT_CONFIG, PipelineConfig
+    """configs/demo.yaml of the working directory, else the project's own, else every setting's default."""
+    from flows.config import ConfigError, load_config_or_default
 
-    return config_or_fail(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else PipelineConfig()
+    try:
+        return load_config_or_default()
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def main() -> None:

@@ -25,12 +25,13 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
     """Registered versions with their aliases, status and key metrics."""
     from rich.console import Console
 
-    from tasks.registry import registry
+    from tasks.registry.store import RegistryUnreachable
+    from tasks.registry.versions import list_versions
 
     uri, _ = _registry(None)
     try:
-        versions = registry.list_versions(uri, name)
-    except registry.RegistryUnreachable as exc:
+        versions = list_versions(uri, name)
+    except RegistryUnreachable as exc:
         fail(str(exc))
     if not versions:
         typer.echo("no registered models yet")
@@ -74,18 +75,19 @@ def promote(
     run blocked (a failed contract or gate) is refused unless --force."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import registry
+    from tasks.registry import versions
+    from tasks.registry.store import RegistryUnreachable
 
     uri, model = _registry(name)
     try:
         if not force:
-            why = registry.blocked_reason(uri, model, version)
+            why = versions.blocked_reason(uri, model, version)
             if why is not None:
                 fail(f"{model} v{version} was blocked by its run: {why}; promote it anyway with --force")
-        before, after = registry.promote(uri, model, version)
+        before, after = versions.promote(uri, model, version)
     except MlflowException as exc:
         fail(f"cannot promote {model} v{version}: {exc.message}")
-    except registry.RegistryUnreachable as exc:
+    except RegistryUnreachable as exc:
         fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after}")
 
@@ -93,12 +95,13 @@ def promote(
 @app.command()
 def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None) -> None:
     """Move @champion back to the previous champion."""
-    from tasks.registry import registry
+    from tasks.registry import versions
+    from tasks.registry.store import RegistryUnreachable
 
     uri, model = _registry(name)
     try:
-        before, after = registry.rollback(uri, model)
-    except (LookupError, registry.RegistryUnreachable) as exc:
+        before, after = versions.rollback(uri, model)
+    except (LookupError, RegistryUnreachable) as exc:
         fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
 
@@ -117,17 +120,17 @@ def generate(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import registry
+    from tasks.registry.store import RegistryUnreachable, client, tracking
 
     uri, model_name = _registry(name)
     ref = f"models:/{model_name}/{model}" if model.isdigit() else f"models:/{model_name}@{model}"
     try:
-        registry.client(uri)  # fails at once, naming the URI, when a tracking server does not answer
-        with registry.tracking(uri):
+        client(uri)  # fails at once, naming the URI, when a tracking server does not answer
+        with tracking(uri):
             loaded = mlflow.pyfunc.load_model(ref)
     except MlflowException as exc:
         fail(f"cannot load {ref}: {exc.message}")
-    except registry.RegistryUnreachable as exc:
+    except RegistryUnreachable as exc:
         fail(str(exc))
     params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     typer.echo(loaded.predict([prompt], params=params)[0])
@@ -144,16 +147,17 @@ def merge(
 
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import registry
+    from tasks.registry.artifacts import model_artifacts
     from tasks.registry.merge import MergeError, merge_adapter
+    from tasks.registry.store import RegistryUnreachable
 
     uri, model_name = _registry(name)
     with tempfile.TemporaryDirectory(prefix="tunegate-merge-") as tmp:
         try:
-            parts = registry.model_artifacts(uri, model_name, model, Path(tmp))
+            parts = model_artifacts(uri, model_name, model, Path(tmp))
         except MlflowException as exc:
             fail(f"cannot load {model_name} {model}: {exc.message}")
-        except registry.RegistryUnreachable as exc:
+        except RegistryUnreachable as exc:
             fail(str(exc))
         if parts is None:
             fail(f"{model_name} has no version '{model}'")

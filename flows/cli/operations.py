@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.cli.app import app, fail, prefect_home
-from tasks.core.paths import PROJECT_ROOT
+from tasks.core.paths import PREFECT_YAML
 from tasks.core.state import StatePaths
 
 HOST = "127.0.0.1"
@@ -71,7 +71,7 @@ def _ensure_work_pools(names: list[str]) -> list[str]:
 
 @app.command()
 def deploy(
-    prefect_file: Annotated[Path, typer.Option("--prefect-file", help="Prefect project file")] = PROJECT_ROOT / "prefect.yaml",
+    prefect_file: Annotated[Path, typer.Option("--prefect-file", help="Prefect project file")] = PREFECT_YAML,
 ) -> None:
     """Register prefect.yaml's deployments (retrain, drift-monitor) with the server in PREFECT_API_URL."""
     from flows.deployments import DeploymentSpecError, load_project, work_pool_names

@@ -12,7 +12,7 @@ import typer
 
 from flows import temporary_api
 from flows.cli.app import EXIT_BLOCKED, app, config_or_fail, fail, prefect_home
-from tasks.core.paths import PROJECT_ROOT
+from tasks.core.paths import DEMO_CONFIG
 from tasks.core.state import StatePaths
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # what infra/fetch_smollm2.py fetches
@@ -121,7 +121,7 @@ def prepare(
     one-off work out of the first run (`make install` calls it)."""
     import subprocess
 
-    from tasks.registry import registry
+    from tasks.registry.store import ensure_store
     from tasks.train.model import BaseModelError, resolve_base
 
     cfg = config_or_fail(config)
@@ -145,7 +145,7 @@ def prepare(
         typer.echo(f"Prefect database: {os.environ['PREFECT_HOME']}")
     uri = cfg.registry.tracking_uri or state.mlflow_uri()
     with state.lock("registry"):
-        registry.ensure_store(uri)
+        ensure_store(uri)
     typer.echo(f"MLflow store: {uri}")
 
 
@@ -158,7 +158,7 @@ def init(
     """Write a config to edit: the demo's (or --from's) with its paths made absolute, so it runs from any folder."""
     from flows.config import ConfigError, relocated_config_text
 
-    source = source or PROJECT_ROOT / "configs" / "demo.yaml"
+    source = source or DEMO_CONFIG
     if out.exists() and not overwrite:
         fail(f"{out} exists: choose another name or pass --overwrite")
     try:

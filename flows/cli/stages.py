@@ -57,7 +57,7 @@ def dedup(
 ) -> None:
     """Remove exact and near duplicates."""
     from tasks.core import snapshot
-    from tasks.data.dedup import dedup_snapshot
+    from tasks.data.dedup.stage import dedup_snapshot
 
     cfg = config_or_fail(config) if config else default_config()
     ref = dedup_snapshot(_open(inp), cfg.dedup, _stage_store())

@@ -136,17 +136,32 @@ def _windowed(client, fn, shards, settings: DaskSettings, args) -> Iterator:
         yield result
 
 
+class OnShardTable:
+    """A stage's table function, run where the shard is processed: the shard is read there, then handed over.
+    Dask names each task after the stage's function (``_clean_shard-<token>``)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+
+    def __call__(self, shard: str, settings: Any):
+        from tasks.core import snapshot
+
+        return self.fn(snapshot.read_shard(shard), settings)
+
+
 def shardwise_snapshot(ref, stage: str, shard_fn: Callable, settings: Any, dask_settings: DaskSettings, store, *,
                        params: dict[str, Any], code_version: str, summarize: Callable[[Counter], dict[str, Any]]):
-    """The ``stage`` snapshot made from ``ref`` shard by shard: ``shard_fn(shard_path, settings)`` returns
-    (table, Counter) for one shard as a Dask task; ``summarize`` turns the summed counters into the stats."""
+    """The ``stage`` snapshot made from ``ref`` shard by shard: ``shard_fn(table, settings)`` returns
+    (table, Counter) for one shard of ``ref`` (read where it runs, a Dask task); ``summarize`` turns the summed
+    counters into the stats. The stage's function knows tables, not files or executors."""
     from tasks.core import snapshot
 
     shards = snapshot.shard_rows(ref)
 
     def produce(stats: dict, extra: dict):
         total: Counter = Counter()
-        for table, counts in map_shards(shard_fn, [str(p) for p in shards], dask_settings, settings,
+        for table, counts in map_shards(OnShardTable(shard_fn), [str(p) for p in shards], dask_settings, settings,
                                         sizes=list(shards.values()), unit="documents"):
             total.update(counts)
             yield table

@@ -223,7 +223,12 @@ def shard_rows(ref: SnapshotRef | str | Path) -> dict[Path, int]:
 def iter_tables(ref: SnapshotRef | str | Path) -> Iterator[pa.Table]:
     """The snapshot's shards, one Arrow table at a time (memory bounded by shard size)."""
     for shard in shard_paths(ref):
-        yield pq.read_table(shard)
+        yield read_shard(shard)
+
+
+def read_shard(path: str | Path) -> pa.Table:
+    """One shard of a snapshot as an Arrow table."""
+    return pq.read_table(path)
 
 
 def read_table(ref: SnapshotRef | str | Path) -> pa.Table:

@@ -20,8 +20,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.data import instructions, quality
-from tasks.data.quality import QualitySettings, filter_documents
+from tasks.data import instructions
+from tasks.data.quality.filtering import filter_documents
+from tasks.data.quality.settings import CODE_VERSION as QUALITY_CODE_VERSION, QualitySettings, cache_params
 
 CODE_VERSION = "clean-4"
 # the Gopher/C4 heuristics written for prose, switched off for instruction records
@@ -76,7 +77,7 @@ def instruction_quality(settings: QualitySettings) -> QualitySettings:
 
 
 def quality_filter(docs: Iterable[dict[str, Any]], settings: QualitySettings, counts: Counter) -> Iterator[dict]:
-    """``quality.filter_documents`` in input order, with ``instruction_quality`` for instruction records, checked
+    """``filtering.filter_documents`` in input order, with ``instruction_quality`` for instruction records, checked
     on their fields without the layout headers; ``counts["instructions"]`` gets the instruction records kept."""
     for_records = instruction_quality(settings)
     for doc in docs:
@@ -90,14 +91,12 @@ def quality_filter(docs: Iterable[dict[str, Any]], settings: QualitySettings, co
             yield {**kept, "text": doc["text"]}
 
 
-def _clean_shard(shard: str, settings: CleanSettings):
+def _clean_shard(table, settings: CleanSettings):
     """One shard cleaned and quality-filtered; documents kept get a ``quality_flags`` column."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from tasks.core.records import to_table
 
-    table = pq.read_table(shard)
     counts: Counter = Counter()
     qcounts: Counter = Counter()
     rows = list(quality_filter(clean_documents(table.to_pylist(), settings, counts), settings.quality, qcounts))
@@ -120,8 +119,8 @@ def clean_snapshot(ref, settings: CleanSettings, dask_settings, store):
 
     return shardwise_snapshot(
         ref, "clean", _clean_shard, settings, dask_settings, store,
-        params={**settings.model_dump(mode="json"), "quality": quality.cache_params(settings.quality)},
-        code_version=f"{CODE_VERSION}+{quality.CODE_VERSION}", summarize=summarize,
+        params={**settings.model_dump(mode="json"), "quality": cache_params(settings.quality)},
+        code_version=f"{CODE_VERSION}+{QUALITY_CODE_VERSION}", summarize=summarize,
     )
 
 

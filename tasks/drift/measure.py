@@ -37,7 +37,7 @@ class Loaded(BaseModel):
 
 def load_side(path: str, t: DriftThresholds) -> Loaded:
     """Lengths and exact keys of every document; a seeded reservoir sample of texts."""
-    from tasks.data.dedup import exact_key
+    from tasks.data.dedup.stage import exact_key
 
     rng = random.Random(t.seed)
     lengths: list[int] = []

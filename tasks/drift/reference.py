@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from tasks.core import snapshot
 from tasks.core.state import StatePaths
-from tasks.registry.registry import RegistrySettings
+from tasks.registry.settings import RegistrySettings
 
 STAGE_PREFERENCE = ("pii", "dedup", "clean", "ingest", "import")
 
@@ -73,13 +73,13 @@ def champion_tokenizer(tracking_uri: str, name: str, dest: Path) -> str | None:
     import mlflow
     import yaml
 
-    from tasks.registry import registry
+    from tasks.registry.store import tracking
 
     done = dest / "tokenizer"
     if (done / "tokenizer.json").is_file() or (done / "tokenizer_config.json").is_file():
         return str(done)  # downloaded by an earlier run for this champion version
     dest.mkdir(parents=True, exist_ok=True)
-    with registry.tracking(tracking_uri):
+    with tracking(tracking_uri):
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/MLmodel", dst_path=str(dest))
     artifacts = (yaml.safe_load(Path(mlmodel).read_text()).get("flavors", {}).get("python_function", {})
                  .get("artifacts", {}))
@@ -87,7 +87,7 @@ def champion_tokenizer(tracking_uri: str, name: str, dest: Path) -> str | None:
     if not sub:
         return None
     shutil.rmtree(dest / ".download", ignore_errors=True)
-    with registry.tracking(tracking_uri):
+    with tracking(tracking_uri):
         got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion/{sub}",
                                                        dst_path=str(dest / ".download")))
     shutil.rmtree(done, ignore_errors=True)  # an interrupted earlier download
@@ -99,12 +99,12 @@ def champion_reference(registry_settings: RegistrySettings, state: StatePaths, w
     """The current @champion's training snapshot and tokenizer; None when there is no champion."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry import registry
+    from tasks.registry.store import client
 
     uri = registry_settings.tracking_uri or state.mlflow_uri()
     name = registry_settings.model_name
     if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file():
-        c = registry.client(uri)
+        c = client(uri)
     else:
         return None  # no registry database yet: no champion
     try:

@@ -29,7 +29,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE

@@ -3,7 +3,7 @@
 Opened when the flow starts (its parameters logged then, status tag ``running``), so the MLflow UI shows the
 run's real duration; training's per-step metrics are logged while it trains (``follow_steps`` tails
 ``metrics.jsonl``); registration logs the evaluation metrics and the model into the same run
-(``registry.register(mlflow_run_id=…)``); the report is attached and the run ended when the flow ends
+(``register.register(mlflow_run_id=…)``); the report is attached and the run ended when the flow ends
 (FINISHED for promoted and blocked, FAILED for failed). A rerun of the same tunegate run id
 (``--resume``) continues its MLflow run instead of opening another, and does not log a step twice. A tracking
 server that is not up yet when the flow starts is not an error: the run is then logged at registration.
@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.registry.registry import RUN_TAG, client, experiment_id, logged_up_to, step_metric_entities, tracking
+from tasks.registry.register import experiment_id, logged_up_to, step_metric_entities
+from tasks.registry.store import client, tracking
+from tasks.registry.versions import RUN_TAG
 from tasks.train.train import read_metrics
 
 FOLLOW_EVERY_S = 2.0

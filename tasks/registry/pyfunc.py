@@ -34,7 +34,7 @@ def prompts_of(model_input: Any) -> list[str]:
 
 
 class CausalLMWithAdapter(mlflow.pyfunc.PythonModel):
-    # the signature given at logging time (registry.generation_signature) is the schema: MLflow's wrapping of
+    # the signature given at logging time (register.generation_signature) is the schema: MLflow's wrapping of
     # predict for type-hint validation (and its warning that there are no hints) is skipped
     _skip_type_hint_validation = True
 

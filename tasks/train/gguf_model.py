@@ -16,25 +16,26 @@ from functools import lru_cache
 from pathlib import Path
 
 from tasks.core import snapshot
-from tasks.train.trainer import checkpoints
+from tasks.core.hashing import file_sha256
 
 CODE_VERSION = "gguf-1"
 SOURCE_FILE = "gguf_source.json"  # provenance, written beside the converted weights
 
 
-def file_sha256(path: Path) -> str:
+def cached_sha256(path: Path) -> str:
+    """The file's sha256, computed once per path, size and modification time (GGUF files are large)."""
     stat = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
-    return checkpoints.sha256_file(Path(path))
+    return file_sha256(path)
 
 
 def folder_for(gguf: Path, store: Path) -> Path:
     """Where the dequantized copy of ``gguf`` lives (whether or not it exists yet)."""
-    return Path(store) / f"gguf-{file_sha256(gguf)[:24]}"
+    return Path(store) / f"gguf-{cached_sha256(gguf)[:24]}"
 
 
 @contextlib.contextmanager
@@ -68,7 +69,7 @@ def convert(gguf: Path, out: Path) -> None:
         model.save_pretrained(str(out))
         tok.save_pretrained(str(out))
     (out / SOURCE_FILE).write_text(json.dumps({
-        "gguf_file": gguf.name, "gguf_sha256": file_sha256(gguf), "code_version": CODE_VERSION,
+        "gguf_file": gguf.name, "gguf_sha256": cached_sha256(gguf), "code_version": CODE_VERSION,
         "transformers_version": transformers.__version__,
     }, indent=1))
 

@@ -12,7 +12,6 @@ tokenizer, so the same settings always give the same weights and an offline demo
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.core import snapshot
+from tasks.core.hashing import folder_sha256
 
 CODE_VERSION = "model-1"
 
@@ -135,15 +135,12 @@ def hub_snapshot(repo_id: str) -> Path:
     return folder
 
 
+WEIGHT_FILES = {".safetensors", ".bin", ".json", ".gguf"}
+
+
 def weights_fingerprint(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).glob("*")):
-        if f.suffix in {".safetensors", ".bin", ".json", ".gguf"} and f.is_file():
-            h.update(f.name.encode() + b"\x00")
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
+    """The model folder's content hash: its weights and configuration files (not its README or logs)."""
+    return folder_sha256(folder, keep=lambda f: f.suffix in WEIGHT_FILES)
 
 
 def build_tiny(tokenizer_path: str, settings: TinyModelSettings, out: Path) -> None:

@@ -5,7 +5,6 @@ Either way its content hash (sha256 of its files) is recorded as lineage.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core import snapshot
+from tasks.core.hashing import folder_sha256
 
 CODE_VERSION = "tokenizer-1"
 EOS = "<|endoftext|>"
@@ -36,13 +36,13 @@ class TokenizerRef(BaseModel):
     trained: bool
 
 
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json"}
+
+
 def content_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).iterdir()):
-        if f.is_file() and f.name in {"tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt",
-                                      "tokenizer_config.json", "special_tokens_map.json"}:
-            h.update(f.name.encode() + b"\x00" + f.read_bytes())
-    return h.hexdigest()
+    """The tokenizer's content hash (lineage and cache key): its vocabulary and configuration files."""
+    return folder_sha256(folder, keep=lambda f: f.name in TOKENIZER_FILES)
 
 
 def _texts(ref: snapshot.SnapshotRef) -> Iterator[str]:

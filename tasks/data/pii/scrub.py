@@ -211,11 +211,10 @@ def scrub_documents(docs: list[dict[str, Any]], settings: PiiSettings, found: Co
     return out
 
 
-def _scrub_shard(shard: str, settings: PiiSettings):
+def _scrub_shard(table, settings: PiiSettings):
+    """One shard's documents scrubbed; each gets a ``pii_found`` column (what was replaced)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(shard)
     found: Counter = Counter()
     rows = scrub_documents(table.to_pylist(), settings, found)
     schema = table.schema if "pii_found" in table.schema.names else table.schema.append(pa.field("pii_found", pa.string()))

@@ -6,11 +6,12 @@ whose files no longer match their hashes — is skipped for the previous checkpo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
+
+from tasks.core.hashing import file_digests, file_sha256
 
 MARKER = "COMPLETE.json"
 PREFIX = "checkpoint-"
@@ -20,17 +21,8 @@ def tag(step: int) -> str:
     return f"{PREFIX}{step:06d}"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def mark_complete(folder: Path, step: int) -> None:
-    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+    files = file_digests(folder, keep=lambda p: p.name != MARKER)
     tmp = folder / f".{MARKER}.tmp"
     tmp.write_text(json.dumps({"step": step, "files": files}, indent=1))
     tmp.rename(folder / MARKER)
@@ -49,7 +41,7 @@ def problem(folder: Path) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"missing file {name}"
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             return f"file {name} does not match its hash"
     return None
 

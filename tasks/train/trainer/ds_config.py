@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.core.paths import PROJECT_ROOT
+from tasks.core.paths import DEEPSPEED_TEMPLATES
 from tasks.train.trainer.job import TrainSettings
 
 AUTO = "auto"
@@ -25,12 +25,10 @@ class DeepSpeedConfigError(ValueError):
 
 
 def templates_dir() -> Path:
-    """infra/deepspeed of this checkout (or of the working directory, for a non-editable install)."""
-    for root in (PROJECT_ROOT, Path.cwd()):
-        folder = root / "infra" / "deepspeed"
-        if folder.is_dir():
-            return folder
-    raise DeepSpeedConfigError("infra/deepspeed not found next to the code or in the working directory: "
+    """infra/deepspeed of this checkout, or the copy an installed wheel carries (tasks.core.paths)."""
+    if DEEPSPEED_TEMPLATES.is_dir():
+        return DEEPSPEED_TEMPLATES
+    raise DeepSpeedConfigError(f"DeepSpeed templates not found ({DEEPSPEED_TEMPLATES}): "
                                "set train.deepspeed_config to a DeepSpeed JSON file")
 
 

@@ -14,19 +14,13 @@ import shutil
 import uuid
 from pathlib import Path
 
-from tasks.train.trainer import checkpoints, ds_config
+from tasks.core.hashing import file_sha256, folder_sha256
+from tasks.train.trainer import ds_config
 from tasks.train.trainer.job import TrainJob
 
 CODE_VERSION = "trainer-3"
 _NOT_IN_KEY = {"retries", "threads_per_process", "reuse"}
 OUTPUTS = ("adapter", "metrics.jsonl", "summary.json")
-
-
-def _folder_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(folder)).encode() + b"\x00" + checkpoints.sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def key(job: TrainJob) -> str:
@@ -39,10 +33,10 @@ def key(job: TrainJob) -> str:
     parts = {
         "code": CODE_VERSION,
         "base_model": weights_fingerprint(Path(job.base_model)) if Path(job.base_model).is_dir() else job.base_model,
-        "train_blocks": checkpoints.sha256_file(Path(job.train_blocks)),
-        "loss_mask": checkpoints.sha256_file(Path(job.loss_mask)) if job.loss_mask else None,
-        "tokenizer": _folder_hash(Path(job.tokenizer)),
-        "eval_texts": checkpoints.sha256_file(Path(job.eval_texts)) if (s.eval_every and job.eval_texts) else None,
+        "train_blocks": file_sha256(job.train_blocks),
+        "loss_mask": file_sha256(job.loss_mask) if job.loss_mask else None,
+        "tokenizer": folder_sha256(job.tokenizer, recursive=True),
+        "eval_texts": file_sha256(job.eval_texts) if (s.eval_every and job.eval_texts) else None,
         "deepspeed_config": ds_config.file_digest(s),
         "settings": settings,
     }

@@ -1,0 +1,143 @@
+"""The dedup stage: exact groups and signatures in one streaming pass, then near clusters; the snapshot
+without the duplicates (``removed.jsonl`` beside it says which and why) and its Prefect task."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.data.dedup.clusters import near_clusters
+from tasks.data.dedup.minhash import Permutations, sign_texts
+from tasks.data.dedup.settings import DedupSettings
+
+CODE_VERSION = "dedup-2"
+_BATCH_DOCS = 256  # documents tokenised and signed together, at most ... (small enough to stay in cache)
+_BATCH_CHARS = 1 << 18  # ... and about this many characters (a longer document goes alone)
+
+
+def exact_key(text: str) -> str:
+    """sha256 of the text lower-cased with all whitespace collapsed."""
+    return _exact_digest(text.lower()).hex()
+
+
+def _exact_digest(lowered: str) -> bytes:
+    """``exact_key`` of an already lower-cased text, as 32 raw bytes (what the exact-group table holds)."""
+    return hashlib.sha256(" ".join(lowered.split()).encode()).digest()
+
+
+@dataclass
+class _Collected:
+    """What one streaming pass keeps: ids, exact groups, and signatures of the groups' first documents."""
+
+    doc_ids: list[str] = field(default_factory=list)
+    exact_of: dict[int, int] = field(default_factory=dict)  # position -> position of its exact group's first
+    reps: list[int] = field(default_factory=list)  # positions of exact-group representatives, in order
+    signatures: list[np.ndarray] = field(default_factory=list)
+    usable: list[np.ndarray] = field(default_factory=list)
+
+
+def _batches(docs: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """``docs`` in lists of at most ``_BATCH_DOCS`` documents and about ``_BATCH_CHARS`` characters."""
+    batch: list[dict[str, Any]] = []
+    chars = 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc["text"] or "")
+        if len(batch) >= _BATCH_DOCS or chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _collect(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> _Collected:
+    """One pass over ``docs``: exact groups, and signatures of the groups' first documents (if near)."""
+    out = _Collected()
+    first_of_key: dict[bytes, int] = {}
+    perms = Permutations.from_settings(settings.num_perm, settings.seed)
+    for batch in _batches(docs):
+        texts = []
+        for doc in batch:
+            pos, text = len(out.doc_ids), (doc["text"] or "").lower()
+            out.doc_ids.append(doc["doc_id"])
+            if settings.exact:
+                first = first_of_key.setdefault(_exact_digest(text), pos)
+                if first != pos:
+                    out.exact_of[pos] = first
+                    continue
+            out.reps.append(pos)
+            texts.append(text)
+        if settings.near and texts:
+            signatures, usable = sign_texts(texts, settings, perms, lowered=True)
+            out.signatures.append(signatures)
+            out.usable.append(usable)
+    return out
+
+
+def find_duplicates(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> dict[str, dict[str, Any]]:
+    """Map from each removed doc_id to ``{"kind": "exact"|"near", "of": surviving doc_id, ...}``.
+
+    ``of`` is always the first document of the removed one's cluster in input order, which is kept.
+    ``kind`` says how the document was found: ``"exact"`` when its normalised text equals that of ``of``
+    (or of ``match`` when given), ``"near"`` when its estimated Jaccard similarity with ``match`` (or with
+    ``of`` when no ``match`` is given) is ``jaccard`` >= threshold. Clusters are transitive: A~B and B~C
+    put A, B and C together even when A and C are further apart.
+    """
+    got = _collect(docs, settings)
+    ids = got.doc_ids
+    survivor = {p: p for p in got.reps}  # representative position -> survivor position
+    records: dict[int, dict[str, Any]] = {}  # position -> record
+    if settings.near and got.reps:
+        signatures, usable = np.concatenate(got.signatures), np.concatenate(got.usable)
+        got.signatures.clear()  # the batches' copies: keep one
+        near = near_clusters(signatures, usable, settings)
+        for k, pos in enumerate(got.reps):
+            survivor[pos] = root = got.reps[near.root[k]]
+            if root != pos:
+                other, similarity = near.link[k]
+                records[pos] = {"kind": "near", "of": ids[root], "jaccard": round(similarity, 4)}
+                if got.reps[other] != root:
+                    records[pos]["match"] = ids[got.reps[other]]
+    for pos, first in got.exact_of.items():
+        records[pos] = {"kind": "exact", "of": ids[survivor[first]]}
+        if survivor[first] != first:
+            records[pos]["match"] = ids[first]
+    return {ids[pos]: records[pos] for pos in sorted(records)}
+
+
+def dedup_snapshot(ref, settings: DedupSettings, store):
+    """The snapshot of ``ref`` without its duplicates; ``removed.jsonl`` beside it says which and why."""
+    import json
+
+    from tasks.core import snapshot
+
+    def rows():
+        for table in snapshot.iter_tables(ref):
+            for doc_id, text in zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()):
+                yield {"doc_id": doc_id, "text": text}
+
+    def produce(stats: dict, extra: dict):
+        removed = find_duplicates(rows(), settings)
+        import pyarrow as pa
+
+        for table in snapshot.iter_tables(ref):
+            keep = pa.array([d not in removed for d in table.column("doc_id").to_pylist()], type=pa.bool_())
+            yield table.filter(keep)  # typed: an empty list alone would be a null array, which filter refuses
+        kinds = [r["kind"] for r in removed.values()]
+        stats.update(exact_duplicates=kinds.count("exact"), near_duplicates=kinds.count("near"),
+                     kept=ref.rows - len(removed))
+        extra["removed.jsonl"] = "".join(json.dumps({"doc_id": d, **r}) + "\n" for d, r in removed.items())
+
+    return snapshot.materialize(store, "dedup", input_fingerprint=ref.fingerprint, params=settings.model_dump(),
+                                code_version=CODE_VERSION, produce=produce)
+
+
+@task(name="dedup", cache_policy=NO_CACHE)
+def dedup_task(ref, settings: DedupSettings, store: str):
+    return dedup_snapshot(ref, settings, store)

@@ -1,0 +1,146 @@
+"""A registered model's versions and the aliases on them.
+
+Versions are read as VersionInfo, with their lineage and evaluation-metric tags. ``@challenger`` goes on every
+new version; ``@champion`` moves only when a run passes every contract and gate, or by ``promote``. The
+previous champions are kept, newest last, in the registered model's tag ``tunegate.champion_history`` so
+``rollback`` can step back.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+
+from tasks.registry.store import bounded_http, client
+
+RUN_TAG = "tunegate.run_id"
+HISTORY_TAG = "tunegate.champion_history"
+# evaluation metrics carried as version tags (so `tunegate models` shows them without opening runs)
+EVAL_DATA_TAG = "eval_data"  # which held-out data the version's metrics come from (a fingerprint)
+TAG_METRICS = ("perplexity", "bits_per_byte", "rougeL", "bleu", "chrf", "pii_leaked", "canaries_extracted")
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: str
+    aliases: list[str]
+    status: str | None = None
+    run_id: str | None = None  # the tunegate run
+    mlflow_run_id: str | None = None  # the MLflow run that logged the model (and the report)
+    metrics: dict[str, float] = {}  # TAG_METRICS found on the version
+    blocked_by: str | None = None
+    created: int | None = None
+    eval_data: str | None = None  # fingerprint of the held-out data its metrics were measured on
+
+
+def find_version(c, name: str, run_id: str):
+    """The version already registered for ``run_id``, if any (a retried task must not add another)."""
+    for v in all_versions(c, name):
+        if (v.tags or {}).get(RUN_TAG) == run_id:
+            return v
+    return None
+
+
+def all_versions(c, name: str) -> list:
+    """Every version of ``name``, oldest first; none when the model is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        return []
+    return sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+
+
+def describe(c, v) -> VersionInfo:
+    mv = c.get_model_version(v.name, v.version)
+    tags = mv.tags or {}
+    metrics = {}
+    for key in TAG_METRICS:
+        if key in tags:
+            try:
+                metrics[key] = float(tags[key])
+            except ValueError:
+                pass
+    return VersionInfo(name=mv.name, version=str(mv.version), aliases=list(mv.aliases or []),
+                       status=tags.get("status"), run_id=tags.get(RUN_TAG), mlflow_run_id=mv.run_id,
+                       metrics=metrics, blocked_by=tags.get("blocked_by"), created=mv.creation_timestamp,
+                       eval_data=tags.get(EVAL_DATA_TAG))
+
+
+def blocked_reason(tracking_uri: str, name: str, version: str) -> str | None:
+    """What blocked ``version`` in the run that registered it (its status and blocked_by tags), or None."""
+    with bounded_http():
+        tags = client(tracking_uri).get_model_version(name, str(version)).tags
+    if tags.get("status") != "blocked":
+        return None
+    return tags.get("blocked_by") or "blocked"
+
+
+def list_versions(tracking_uri: str, name: str | None = None) -> list[VersionInfo]:
+    c = client(tracking_uri)
+    with bounded_http():
+        names = [name] if name else [m.name for m in c.search_registered_models()]
+        return [describe(c, v) for n in names for v in all_versions(c, n)]
+
+
+def champion_version(c, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(c.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        return None
+
+
+def ensure_challenger(c, name: str, version: str) -> None:
+    """@challenger on ``version`` unless it already sits on this or a newer version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = int(c.get_model_version_by_alias(name, "challenger").version)
+    except MlflowException:
+        current = 0
+    if current < int(version):
+        c.set_registered_model_alias(name, "challenger", version)
+
+
+def _history(c, name: str) -> list[str]:
+    tags = c.get_registered_model(name).tags or {}
+    try:
+        return list(json.loads(tags.get(HISTORY_TAG, "[]")))
+    except ValueError:
+        return []
+
+
+def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str]:
+    """Move @champion to ``version``; the previous champion joins the history. Returns (from, to)."""
+    c = client(tracking_uri)
+    with bounded_http():
+        c.get_model_version(name, str(version))  # raises when it does not exist
+        current = champion_version(c, name)
+        if current == str(version):
+            return current, str(version)
+        if current is not None:
+            c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [current]))
+        c.set_registered_model_alias(name, "champion", str(version))
+    return current, str(version)
+
+
+def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
+    """Move @champion back to the previous champion. Returns (from, to)."""
+    c = client(tracking_uri)
+    with bounded_http():
+        current = champion_version(c, name)
+        history = _history(c, name)
+        existing = {str(v.version) for v in all_versions(c, name)}
+        while history and (history[-1] == current or history[-1] not in existing):
+            history.pop()
+        if not history:
+            raise LookupError(f"model '{name}' has no previous champion to roll back to")
+        target = history.pop()
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        c.set_registered_model_alias(name, "champion", target)
+    return current, target
+
