@@ -1,8 +1,8 @@
 """The ``tunegate`` command (flows/cli/app.py), with its commands registered in help order: the pipeline
 (run, prepare, init), one stage at a time (ingest, dedup, scrub), the registry (models, promote, rollback,
-generate, merge) and operations (deploy, serve, drift, server)."""
+generate, merge) operations (deploy, serve, drift, server) and serving (gateway)."""
 
-from flows.cli import pipeline, stages, models, operations  # noqa: I001  (importing registers; order = help order)
+from flows.cli import pipeline, stages, models, operations, gateway  # noqa: I001  (importing registers; order = help order)
 from flows.cli.app import app, main
 
-__all__ = ["app", "main", "pipeline", "stages", "models", "operations"]
+__all__ = ["app", "main", "pipeline", "stages", "models", "operations", "gateway"]

@@ -77,6 +77,11 @@ class StatePaths:
         """Logs of the servers `tunegate server` starts."""
         return self.home / "logs"
 
+    @property
+    def serving(self) -> Path:
+        """The registered versions the gateway downloaded, by model name and version."""
+        return self.home / "serving"
+
     def mlflow_db(self) -> Path:
         return self.home / "mlflow.db"
 

@@ -47,7 +47,7 @@ def _start_id(tokenizer) -> int:
     return int(start)
 
 
-def _context_limit(model) -> int | None:
+def context_limit(model) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "max_position_embeddings", None) if config is not None else None
 
@@ -56,6 +56,21 @@ def prompt_learning(model) -> bool:
     """Whether ``model`` is a PEFT prompt-learning model (prefix tuning, …) that brings its own past key values."""
     config = getattr(model, "active_peft_config", None)
     return bool(getattr(config, "is_prompt_learning", False))
+
+
+def prompt_room(model, settings: GenerationSettings) -> int | None:
+    """How many prompt tokens fit beside the tokens to generate (None: no known context limit)."""
+    limit = context_limit(model)
+    return max(1, limit - settings.max_new_tokens) if limit else None
+
+
+def decode_options(tokenizer, settings: GenerationSettings) -> dict:
+    """``model.generate``'s options for these settings: greedy at temperature 0, else nucleus sampling."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _start_id(tokenizer)
+    sample = settings.temperature > 0
+    return dict(max_new_tokens=settings.max_new_tokens, do_sample=sample, pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id, temperature=settings.temperature if sample else None,
+                top_p=settings.top_p if sample else None, top_k=None, num_beams=1)
 
 
 def encode_prompts(tokenizer, prompts: list[str], room: int | None = None) -> list[list[int]]:
@@ -71,33 +86,34 @@ def encode_prompts(tokenizer, prompts: list[str], room: int | None = None) -> li
 def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
              batch_size: int = 8) -> list[str]:
     """The continuation of each prompt, in order."""
+    return generate_counted(model, tokenizer, prompts, settings, batch_size)[0]
+
+
+def generate_counted(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
+                     batch_size: int = 8) -> tuple[list[str], list[int]]:
+    """The continuation of each prompt and how many tokens were generated for it (an EOS that ended it
+    included), in order."""
     import torch
 
     settings = settings or GenerationSettings()
     if not prompts:
-        return []
-    limit = _context_limit(model)
-    room = max(1, limit - settings.max_new_tokens) if limit else None
-    encoded = encode_prompts(tokenizer, prompts, room)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _start_id(tokenizer)
-    eos = tokenizer.eos_token_id
-    sample = settings.temperature > 0
-    options = dict(
-        max_new_tokens=settings.max_new_tokens, do_sample=sample, pad_token_id=pad, eos_token_id=eos,
-        temperature=settings.temperature if sample else None, top_p=settings.top_p if sample else None,
-        top_k=None, num_beams=1,
-    )
+        return [], []
+    encoded = encode_prompts(tokenizer, prompts, prompt_room(model, settings))
+    options = decode_options(tokenizer, settings)
+    pad, eos = options["pad_token_id"], options["eos_token_id"]
     # prompts of similar length share a batch (less padding); answers come back in the callers' order
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     ordered = [encoded[i] for i in order]
     outputs: list[str] = []
+    lengths: list[int] = []
     if prompt_learning(model):
         with torch.no_grad():
             for number, start in enumerate(range(0, len(ordered), batch_size)):
                 new = _decode_stepwise(model, ordered[start : start + batch_size], settings, pad, eos, number)
                 outputs.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+                lengths.extend(_generated(row, eos) for row in new)
                 progress.update(len(outputs), len(prompts))
-        return _unsort(outputs, order)
+        return _unsort(outputs, order), _unsort(lengths, order)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for number, start in enumerate(range(0, len(ordered), batch_size)):
             chunk = ordered[start : start + batch_size]
@@ -110,12 +126,18 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             torch.manual_seed(settings.seed + number)
             out = model.generate(input_ids=ids, attention_mask=mask, **options)
             outputs.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
+            lengths.extend(_generated(row, eos) for row in out[:, width:].tolist())
             progress.update(len(outputs), len(prompts))
-    return _unsort(outputs, order)
+    return _unsort(outputs, order), _unsort(lengths, order)
 
 
-def _unsort(outputs: list[str], order: list[int]) -> list[str]:
-    result = [""] * len(outputs)
+def _generated(tokens: list[int], eos: int | None) -> int:
+    """Tokens generated in a row: up to and with the first EOS (what follows it is padding), else all."""
+    return tokens.index(eos) + 1 if eos is not None and eos in tokens else len(tokens)
+
+
+def _unsort(outputs: list, order: list[int]) -> list:
+    result: list = [None] * len(outputs)
     for position, index in enumerate(order):
         result[index] = outputs[position]
     return result

@@ -106,7 +106,8 @@ def ensure_challenger(c, name: str, version: str) -> None:
         c.set_registered_model_alias(name, "challenger", version)
 
 
-def _history(c, name: str) -> list[str]:
+def champion_history(c, name: str) -> list[str]:
+    """The versions that were @champion before the current one, oldest first (what rollback goes back to)."""
     tags = c.get_registered_model(name).tags or {}
     try:
         return list(json.loads(tags.get(HISTORY_TAG, "[]")))
@@ -123,7 +124,7 @@ def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str
         if current == str(version):
             return current, str(version)
         if current is not None:
-            c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(c, name) + [current]))
+            c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(champion_history(c, name) + [current]))
         c.set_registered_model_alias(name, "champion", str(version))
     return current, str(version)
 
@@ -133,7 +134,7 @@ def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
     c = client(tracking_uri)
     with bounded_http():
         current = champion_version(c, name)
-        history = _history(c, name)
+        history = champion_history(c, name)
         existing = {str(v.version) for v in all_versions(c, name)}
         while history and (history[-1] == current or history[-1] not in existing):
             history.pop()
