@@ -10,12 +10,17 @@ from typing import Callable
 _CHUNK = 1 << 20
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def _feed(h, path: str | Path) -> None:
+    """A file's bytes into the hash ``h``, read in 1 MiB chunks."""
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             h.update(chunk)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    _feed(h, path)
     return h.hexdigest()
 
 
@@ -32,9 +37,7 @@ def folder_sha256(folder: str | Path, keep: Callable[[Path], bool] | None = None
     h = hashlib.sha256()
     for f in folder_files(folder, keep, recursive):
         h.update(str(f.relative_to(folder)).encode() + b"\x00")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(_CHUNK), b""):
-                h.update(chunk)
+        _feed(h, f)
     return h.hexdigest()
 
 

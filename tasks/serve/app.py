@@ -38,12 +38,12 @@ def create_app(served: ServedVersions, poll_seconds: float = 2.0, guardrails: Gu
                metrics: GatewayMetrics | None = None) -> FastAPI:
     guardrails = guardrails or GuardrailSettings()
     metrics = metrics or GatewayMetrics()
-    served.listeners.append(metrics.alias_moved)
+    served.listeners.append(metrics.alias_changed)
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        follower = threading.Thread(target=_start, args=(served, poll_seconds, stop, metrics), daemon=True,
+        follower = threading.Thread(target=_start, args=(served, poll_seconds, stop), daemon=True,
                                     name="gateway-registry")
         follower.start()
         yield
@@ -101,13 +101,11 @@ def create_app(served: ServedVersions, poll_seconds: float = 2.0, guardrails: Gu
     return app
 
 
-def _start(served: ServedVersions, poll_seconds: float, stop: threading.Event, metrics: GatewayMetrics) -> None:
+def _start(served: ServedVersions, poll_seconds: float, stop: threading.Event) -> None:
     """Load what the aliases point to (retrying until the registry answers), then follow them."""
     while not stop.is_set():
         try:
-            found = served.refresh()
-            for alias, number in found.items():
-                metrics.alias_version.labels(alias).set(float(number))
+            served.refresh()
             break
         except Exception as exc:
             log.warning("registry not ready: %s", exc)

@@ -29,6 +29,7 @@ class GatewayMetrics:
         self.alias_version = Gauge("tunegate_gateway_alias_version", "the version each alias points to",
                                    ["alias"], registry=r)
 
-    def alias_moved(self, alias: str, old: str | None, new: str | None) -> None:
-        self.alias_moves.labels(alias).inc()
+    def alias_changed(self, alias: str, old: str | None, new: str | None, moved: bool) -> None:
+        if moved:
+            self.alias_moves.labels(alias).inc()
         self.alias_version.labels(alias).set(float(new) if new else 0)

@@ -62,8 +62,9 @@ class ServedVersions:
         self.lock = threading.Lock()  # one generation (or adapter attachment) at a time
         self.loaded: dict[str, Version] = {}
         self.aliases = AliasMap()
-        self.swaps = 0  # alias moves followed since start
-        self.listeners: list = []  # called with (alias, old version, new version) after each move
+        # called with (alias, old version, new version, moved) for each alias that changed at a refresh; moved is
+        # False at the first refresh (what the aliases pointed to when the gateway started)
+        self.listeners: list = []
 
     # ---------------------------------------------------------------------------------- the registry
 
@@ -93,14 +94,14 @@ class ServedVersions:
         for number in dict.fromkeys(found.values()):
             if number not in self.loaded:
                 self.loaded[number] = self._load(number)
-        old = self.aliases.versions
+        old, moved = self.aliases.versions, self.aliases.checked_at > 0
         self.aliases = AliasMap(versions=found, checked_at=time.time())
         for alias in ALIASES:
-            if old.get(alias) != found.get(alias) and old:
-                self.swaps += 1
-                log.info("@%s: v%s -> v%s", alias, old.get(alias, "-"), found.get(alias, "-"))
+            if old.get(alias) != found.get(alias):
+                if moved:
+                    log.info("@%s: v%s -> v%s", alias, old.get(alias, "-"), found.get(alias, "-"))
                 for listener in self.listeners:
-                    listener(alias, old.get(alias), found.get(alias))
+                    listener(alias, old.get(alias), found.get(alias), moved)
         if previous and previous not in self.loaded:
             try:
                 self.loaded[previous] = self._load(previous)
