@@ -25,6 +25,7 @@ from tasks.data.ingest.ingest import IngestSettings
 from tasks.train.model import ModelSettings, looks_like_path
 from tasks.data.pii.settings import PiiSettings
 from tasks.registry.settings import RegistrySettings
+from tasks.serve.settings import ServingSettings
 from tasks.train.tokenizer import TokenizerSettings
 from tasks.train.train import TrainSettings
 from tasks.core.paths import DEMO_CONFIG, resolve_relative
@@ -60,6 +61,7 @@ class PipelineConfig(BaseModel):
     evaluate: EvalSettings = EvalSettings()
     gates: GateSettings = GateSettings()
     registry: RegistrySettings = RegistrySettings()
+    serving: ServingSettings = ServingSettings()
     dask: DaskSettings = DaskSettings()
 
 
@@ -83,6 +85,7 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     config.contract.curated = _resolve(base, config.contract.curated)
     config.contract.training = _resolve(base, config.contract.training)
     config.gates.file = _resolve(base, config.gates.file)
+    config.serving.rollout_file = _resolve(base, config.serving.rollout_file)
     for field in ("prompts_file", "pii_probe_prompts", "toxicity_words"):
         setattr(config.evaluate, field, _resolve(base, getattr(config.evaluate, field)))
     config.evaluate.extraction.planted_file = _resolve(base, config.evaluate.extraction.planted_file)

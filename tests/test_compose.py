@@ -19,9 +19,24 @@ def test_compose_file_validates():
         assert proc.returncode == 0, proc.stderr
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert {"postgres", "prefect-server", "mlflow", "dask-scheduler", "dask-worker-1", "dask-worker-2",
-            "prefect-worker"} <= set(services)
-    for name in ("postgres", "prefect-server", "mlflow", "dask-scheduler"):
+            "prefect-worker", "gateway", "prometheus", "grafana"} <= set(services)
+    for name in ("postgres", "prefect-server", "mlflow", "dask-scheduler", "gateway", "prometheus", "grafana"):
         assert "healthcheck" in services[name], name
+
+
+def test_monitoring_services():
+    """The gateway (project image) behind MLflow, scraped by Prometheus, charted by Grafana (tests/test_dashboard.py
+    checks the dashboard and the provisioning files)."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    gateway = services["gateway"]
+    assert gateway["image"] == services["mlflow"]["image"] and gateway["build"] == services["mlflow"]["build"]
+    assert gateway["command"].startswith("tunegate gateway ")
+    assert gateway["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert gateway["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "http://localhost:8000/healthz" in gateway["healthcheck"]["test"]
+    for name, image in (("prometheus", "prom/prometheus:"), ("grafana", "grafana/grafana:")):
+        assert services[name]["image"].startswith(image) and not services[name]["image"].endswith(":latest"), name
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
 def test_ports_bind_to_loopback_only():
@@ -37,3 +52,6 @@ def test_no_credentials_committed():
     assert ".env" not in tracked and ".env.example" in tracked
     text = COMPOSE.read_text()
     assert "PASSWORD: ${POSTGRES_PASSWORD" in text  # from .env, never written in the file
+    assert "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD" in text
+    example = (ROOT / ".env.example").read_text()
+    assert "POSTGRES_PASSWORD=" in example and "GRAFANA_ADMIN_PASSWORD=" in example

@@ -1,7 +1,10 @@
-"""`tunegate gateway` for real: a registry with two versions of a tiny model (LoRA adapters on one base, each
-making the model answer differently), the gateway started as a user starts it, on loopback, and OpenAI-style
-requests: answers name the version that gave them, streaming gives the same text as a whole answer, alias
-moves during a load loop fail no request, guardrails refuse with a clear message, /metrics counts it all."""
+"""`tunegate gateway` for real: a registry with three versions of a tiny model (LoRA adapters on one base, each
+making the model answer differently; v3 made slow by the gateway's fault hook), the gateway started as a user
+starts it, on loopback, and OpenAI-style requests: answers name the version that gave them, streaming gives the
+same text as a whole answer, alias moves during a load loop fail no request, guardrails refuse with a clear
+message, /metrics counts it all; the rollout file, rewritten while the gateway runs, switches it to a canary
+(sticky 20% share; a slow challenger rolled back by its guard) and to shadow traffic; feedback lands in the
+traffic store as corrections for the next retrain."""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import pytest
 
 from conftest import TUNEGATE
 from helpers.processes import free_port, start, stop, tail, wait_for
+from tasks.registry.store import client
+from tasks.serve.gateway import FAULTS_ENV
+from tasks.serve.rollout import bucket
 
 NAME = "gw-tiny"
 PROMPT = "The maintenance schedule for the K-20 says"
@@ -46,20 +52,29 @@ def gateway(tiny_training, tmp_path_factory):
     tok, base, _ = tiny_training
     home = tmp_path_factory.mktemp("gateway-home")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    for k in (1, 2):
+    for k in (1, 2, 3):
         adapter = lora_adapter(base.path, home / f"adapter{k}", seed=k)
         register(uri, (home / "mlartifacts").as_uri(), NAME, f"run{k}", base=base.path, adapter=adapter,
                  tokenizer=tok.path, tags={"base_model_fingerprint": base.fingerprint}, params={}, metrics={})
     promote(uri, NAME, "1")
+    client(uri).set_registered_model_alias(NAME, "challenger", "2")
+    rollout = home / "rollout.yaml"
+    _rollout(rollout, strategy="blue-green")
     port, log = free_port(), home / "gateway.log"
-    env = {**os.environ, "TUNEGATE_HOME": str(home)}
+    env = {**os.environ, "TUNEGATE_HOME": str(home), FAULTS_ENV: json.dumps({"3": {"delay_s": 0.6}})}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = start([str(TUNEGATE), "gateway", "--port", str(port), "--name", NAME, "--poll-seconds", "0.3",
-                  "--max-tokens", "64"], env, log, cwd=home)
+                  "--max-tokens", "64", "--rollout", str(rollout)], env, log, cwd=home)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _ready(url), 180, "the gateway to load @champion", proc, log)
-    yield {"url": url, "uri": uri, "proc": proc, "log": log}
+    yield {"url": url, "uri": uri, "proc": proc, "log": log, "rollout": rollout, "traffic": home / "traffic" / NAME}
     stop(proc)
+
+
+def _rollout(path: Path, **fields) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"version": 1, **fields}))
 
 
 def _ready(url: str) -> bool:
@@ -199,3 +214,137 @@ def _request_counts(url: str) -> dict[str, float]:
                     and s.labels["status"] == "ok"):
                 counts[s.labels["version"]] = counts.get(s.labels["version"], 0) + s.value
     return counts
+
+
+def _switch(gateway, synced: str | None = None, **fields) -> dict:
+    """Rewrite the rollout file and wait until the gateway has it in force (with its canary of version
+    ``synced`` synced with the registry)."""
+    _rollout(gateway["rollout"], **fields)
+    want = fields.get("strategy")
+
+    def in_force():
+        body = httpx.get(f"{gateway['url']}/readyz", timeout=5).json()["rollout"]
+        ready = synced is None or (body["canary"] or {}).get("version") == synced
+        return body if body["strategy"] == want and ready else None
+
+    return wait_for(in_force, 30, f"the gateway to switch to {want}", gateway["proc"], gateway["log"], every=0.1)
+
+
+def _aliases(gateway, champion: str, challenger: str) -> None:
+    """Point the aliases at these versions and wait until the gateway follows."""
+    from tasks.registry.versions import promote
+
+    promote(gateway["uri"], NAME, champion)
+    client(gateway["uri"]).set_registered_model_alias(NAME, "challenger", challenger)
+    wait_for(lambda: httpx.get(f"{gateway['url']}/readyz", timeout=5).json()["aliases"]
+             == {"champion": champion, "challenger": challenger}, 30, "the gateway to follow the aliases",
+             gateway["proc"], gateway["log"], every=0.1)
+
+
+def _metric(url: str, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def test_canary_share_is_sticky_and_a_failing_guard_rolls_it_back(gateway):
+    """20% of keys on @challenger (v2), decided by the same hash any replica uses; the same key, the same
+    version; then v3 (made 0.6 s slower by the fault hook) as challenger fails its latency guard and is rolled
+    back by itself: share 0, the reason on its registry version, @champion unmoved."""
+    url, uri = gateway["url"], gateway["uri"]
+    _aliases(gateway, champion="1", challenger="2")
+    rollout = _switch(gateway, "2", strategy="canary", canary={"steps": [0.2], "step_seconds": 3600, "min_requests": 10_000,
+                                                           "promote": False})
+    assert rollout["canary_share"] == 0.2 and rollout["canary"]["version"] == "2"
+    keys = [f"user-{i}" for i in range(300)]
+    got = {}
+    for key in keys:
+        r = httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": "Hi", "max_tokens": 1},
+                       headers={"x-tunegate-session": key}, timeout=60)
+        assert r.status_code == 200, r.text
+        got[key] = r.headers["x-tunegate-model-version"]
+    share = sum(v == "2" for v in got.values()) / len(keys)
+    assert abs(share - 0.2) < 3 * (0.2 * 0.8 / len(keys)) ** 0.5, share
+    assert {k for k, v in got.items() if v == "2"} == {k for k in keys if bucket(f"2:{k}") < 0.2}
+    for key in keys[:20]:  # sticky: asked again, the same version answers (the `user` field works as the key)
+        r = httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": "Hi", "max_tokens": 1, "user": key},
+                       timeout=60)
+        assert r.headers["x-tunegate-model-version"] == got[key]
+
+    _aliases(gateway, champion="1", challenger="3")
+    rollout = _switch(gateway, "3", strategy="canary", canary={"steps": [0.5], "step_seconds": 3600, "min_requests": 8,
+                                                           "guards": {"max_latency_p95_ratio": 1.5, "window": 50}})
+    assert rollout["canary"]["version"] == "3"
+    answered = []
+    for i in range(80):
+        r = httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": "Hi", "max_tokens": 1},
+                       headers={"x-tunegate-session": f"slow-{i}"}, timeout=60)
+        assert r.status_code == 200
+        answered.append(r.headers["x-tunegate-model-version"])
+        if httpx.get(f"{url}/readyz", timeout=5).json()["rollout"]["canary"]["rolled_back"]:
+            break
+    canary = httpx.get(f"{url}/readyz", timeout=5).json()["rollout"]
+    assert canary["canary_share"] == 0.0 and canary["canary"]["rolled_back"].startswith("latency_p95"), canary
+    assert answered.count("3") >= 8
+    wait_for(lambda: client(uri).get_model_version(NAME, "3").tags.get("tunegate.canary.rolled_back"), 10,
+             "the rollback's reason on v3", gateway["proc"], gateway["log"], every=0.1)
+    assert str(client(uri).get_model_version_by_alias(NAME, "champion").version) == "1"
+    after = [httpx.post(f"{url}/v1/completions", json={"model": NAME, "prompt": "Hi", "max_tokens": 1},
+                        headers={"x-tunegate-session": f"slow-{i}"}, timeout=60).headers["x-tunegate-model-version"]
+             for i in range(10)]
+    assert set(after) == {"1"}
+    assert _metric(url, "tunegate_gateway_canary_rollbacks_total", version="3", guard="latency_p95") == 1
+    _aliases(gateway, champion="1", challenger="2")
+    _switch(gateway, strategy="blue-green")
+
+
+def test_shadow_answers_with_the_champion_and_the_challenger_sees_every_request(gateway):
+    from tasks.serve.traffic import read_records
+
+    url = gateway["url"]
+    _aliases(gateway, champion="1", challenger="2")
+    _switch(gateway, strategy="shadow")
+    before = _metric(url, "tunegate_gateway_shadow_requests_total", status="ok")
+    ids = []
+    for i in range(12):
+        r = _complete(url, f"Shadowed request {i}: the checklist says", max_tokens=4)
+        assert r.status_code == 200 and r.headers["x-tunegate-model-version"] == "1"
+        ids.append(r.json()["id"])
+    wait_for(lambda: _metric(url, "tunegate_gateway_shadow_requests_total", status="ok") - before >= 12, 60,
+             "the challenger to answer every copy", gateway["proc"], gateway["log"], every=0.2)
+    wait_for(lambda: {r["id"] for r in read_records(gateway["traffic"], "shadow")} >= set(ids), 10,
+             "the shadow pairs in the traffic store", gateway["proc"], gateway["log"], every=0.2)
+    shadows = {r["id"]: r for r in read_records(gateway["traffic"], "shadow") if r["id"] in ids}
+    assert {(r["champion"], r["challenger"]) for r in shadows.values()} == {("1", "2")}
+    assert all(0 <= r["similarity"]["rougeL"] <= 100 for r in shadows.values())
+    assert _metric(url, "tunegate_gateway_shadow_divergence_count", metric="rougeL") >= 12
+    _switch(gateway, strategy="blue-green")
+
+
+def test_feedback_on_an_answer_becomes_a_scrubbed_correction(gateway):
+    from tasks.serve.traffic import accepted_corrections
+
+    url = gateway["url"]
+    answer = _complete(url, "How do I reset the K-20? Reply to dana.whit@example.com")
+    rid = answer.json()["id"]
+    fb = httpx.post(f"{url}/v1/feedback", json={"id": rid, "rating": 1,
+                                                "correction": "Hold the reset key for 5 s, then mail ops@example.com."},
+                    timeout=10)
+    assert fb.status_code == 200 and fb.json()["accepted"] and fb.json()["response_id"] == rid
+    unknown = httpx.post(f"{url}/v1/feedback", json={"id": "cmpl-nope", "rating": 1}, timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "response_not_found"
+    empty = httpx.post(f"{url}/v1/feedback", json={"id": rid}, timeout=10)
+    assert empty.status_code == 400 and "rating" in empty.json()["error"]["message"]
+
+    def corrected():
+        return [c for c in accepted_corrections(gateway["traffic"]) if c["response_id"] == rid]
+
+    wait_for(corrected, 10, "the correction in the traffic store", gateway["proc"], gateway["log"], every=0.1)
+    (pair,) = corrected()
+    assert pair["version"] == "1" and "dana.whit" not in pair["instruction"] and "<EMAIL_ADDRESS>" in pair["instruction"]
+    assert pair["response"] == "Hold the reset key for 5 s, then mail <EMAIL_ADDRESS>."

@@ -1,8 +1,10 @@
 """``tunegate gateway``: serve the registered model's @champion (and @challenger) over an OpenAI-compatible
-HTTP API on loopback by default, following the registry's aliases by itself (tasks/serve/)."""
+HTTP API on loopback by default, following the registry's aliases and the rollout file by itself
+(tasks/serve/)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -16,27 +18,40 @@ def gateway(
     host: Annotated[str, typer.Option("--host", help="address to bind (loopback unless you mean otherwise)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name (default: the config's)")] = None,
-    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.1, help="how often the aliases are read")] = 2.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=4096, help="most tokens a request may ask for")] = 512,
+    rollout: Annotated[Optional[Path], typer.Option("--rollout", help="rollout file: blue-green, canary or shadow "
+                                                    "(default: the config's serving.rollout_file)")] = None,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.1, help="how often the aliases and the "
+                                                "rollout file are read")] = 2.0,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=4096, help="most tokens a request "
+                                                      "may ask for (default: the config's)")] = None,
 ) -> None:
-    """Serve @champion OpenAI-style (/v1/completions, /v1/chat/completions, /v1/models, /metrics); promote and
-    rollback move the traffic without a restart. Ctrl-C stops."""
+    """Serve @champion OpenAI-style (/v1/completions, /v1/chat/completions, /v1/models, /v1/feedback, /metrics);
+    promote and rollback move the traffic without a restart, and the rollout file splits it (blue-green, canary,
+    shadow). Ctrl-C stops."""
     import uvicorn
 
     from tasks.registry.store import RegistryUnreachable, client
+    from tasks.serve.answer_scrub import AnswerScrubber
     from tasks.serve.app import create_app
-    from tasks.serve.guardrails import GuardrailSettings
+    from tasks.serve.gateway import Gateway
+    from tasks.serve.rollout import RolloutFile
     from tasks.serve.versions import ServedVersions
 
     state = StatePaths.from_env()
     cfg = default_config()
+    serving = cfg.serving
     uri, model_name = cfg.registry.tracking_uri or state.mlflow_uri(), name or cfg.registry.model_name
+    guardrails = serving.guardrails.model_copy(update={"max_tokens": max_tokens} if max_tokens else {})
+    rollout_path = rollout or serving.rollout_file
     try:
         client(uri)  # a tracking server that does not answer fails here, naming its URI
-    except RegistryUnreachable as exc:
+        rollout_file = RolloutFile(rollout_path)
+    except (RegistryUnreachable, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     served = ServedVersions(uri, model_name, state.serving / model_name)
-    typer.echo(f"gateway for {model_name} on http://{host}:{port}/v1 (registry {uri}); ready once @champion "
-               "is loaded (/readyz); Ctrl-C stops")
-    uvicorn.run(create_app(served, poll_seconds, GuardrailSettings(max_tokens=max_tokens)), host=host, port=port,
-                log_level="warning")
+    scrubber = AnswerScrubber(cfg.pii if serving.scrub_answers else None)
+    gw = Gateway(served, rollout_file, scrubber, state.traffic / model_name, serving.traffic, guardrails)
+    typer.echo(f"gateway for {model_name} on http://{host}:{port}/v1 (registry {uri}; rollout "
+               f"{rollout_file.settings.strategy} from {rollout_path}); ready once @champion is loaded (/readyz); "
+               "Ctrl-C stops")
+    uvicorn.run(create_app(gw, poll_seconds), host=host, port=port, log_level="warning")

@@ -80,11 +80,9 @@ def promote(
 
     uri, model = _registry(name)
     try:
-        if not force:
-            why = versions.blocked_reason(uri, model, version)
-            if why is not None:
-                fail(f"{model} v{version} was blocked by its run: {why}; promote it anyway with --force")
-        before, after = versions.promote(uri, model, version)
+        before, after = versions.promote_unless_blocked(uri, model, version, force)
+    except versions.Blocked as exc:
+        fail(f"{exc}; promote it anyway with --force")
     except MlflowException as exc:
         fail(f"cannot promote {model} v{version}: {exc.message}")
     except RegistryUnreachable as exc:

@@ -82,6 +82,11 @@ class StatePaths:
         """The registered versions the gateway downloaded, by model name and version."""
         return self.home / "serving"
 
+    @property
+    def traffic(self) -> Path:
+        """The gateway's traffic store (requests, answers, feedback), by model name."""
+        return self.home / "traffic"
+
     def mlflow_db(self) -> Path:
         return self.home / "mlflow.db"
 

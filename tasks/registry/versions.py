@@ -129,6 +129,20 @@ def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str
     return current, str(version)
 
 
+class Blocked(Exception):
+    """A promotion refused because the version's own run blocked it (a failed contract or gate)."""
+
+
+def promote_unless_blocked(tracking_uri: str, name: str, version: str, force: bool = False) -> tuple[str | None, str]:
+    """``promote``, refused (Blocked) when the version's run blocked it, unless ``force``: what ``tunegate
+    promote`` and the gateway's canary controller both call."""
+    if not force:
+        why = blocked_reason(tracking_uri, name, version)
+        if why is not None:
+            raise Blocked(f"{name} v{version} was blocked by its run: {why}")
+    return promote(tracking_uri, name, version)
+
+
 def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
     """Move @champion back to the previous champion. Returns (from, to)."""
     c = client(tracking_uri)

@@ -1,11 +1,11 @@
-"""The gateway's HTTP app (FastAPI): OpenAI-compatible ``/v1/completions``, ``/v1/chat/completions``
-(whole or streamed as server-sent events) and ``/v1/models``; ``/healthz`` (the process is up), ``/readyz``
-(@champion is loaded) and ``/metrics`` (Prometheus). Every answer names the registered version that gave it:
-the ``x-tunegate-model-version`` header and the ``model`` field (``NAME/VERSION``).
+"""The gateway's HTTP app (FastAPI): OpenAI-compatible ``/v1/completions``, ``/v1/chat/completions`` (whole or
+streamed as server-sent events) and ``/v1/models``; ``POST /v1/feedback`` (a rating or a corrected answer for a
+response id); ``/healthz`` (the process is up), ``/readyz`` (@champion is loaded) and ``/metrics`` (Prometheus).
+Every answer names the registered version that gave it: the ``x-tunegate-model-version`` header and the
+``model`` field (``NAME/VERSION``).
 
-Routing (blue-green): a request for ``NAME`` or ``NAME@champion`` goes to the version @champion points to
-when it starts, ``NAME@challenger`` to @challenger's. The versions follow the registry by themselves
-(tasks/serve/versions.py polls the aliases), so ``tunegate promote`` and ``rollback`` move the traffic.
+Which version answers is tasks/serve/gateway.py's ``route`` (the rollout file: blue-green, canary, shadow);
+answers pass the PII scrubber before they leave, and each request and answer goes to the traffic store.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from typing import Any, Iterator
 
@@ -21,43 +22,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from tasks.serve import openai_api as api
-from tasks.serve.guardrails import GuardrailSettings, Refused, check_prompt
-from tasks.serve.metrics import GatewayMetrics
-from tasks.serve.versions import ServedVersions, Version
+from tasks.serve.gateway import Gateway, Route, Unavailable
+from tasks.serve.guardrails import Refused, check_prompt
+from tasks.serve.shadow import ShadowJob
+from tasks.serve.traffic import hashed_key
+from tasks.serve.versions import Version
 
 log = logging.getLogger("tunegate.gateway")
 VERSION_HEADER = "x-tunegate-model-version"
-STRATEGY = "blue-green"
 
 
-class Unavailable(Exception):
-    """No version behind the alias a request asked for (yet)."""
-
-
-def create_app(served: ServedVersions, poll_seconds: float = 2.0, guardrails: GuardrailSettings | None = None,
-               metrics: GatewayMetrics | None = None) -> FastAPI:
-    guardrails = guardrails or GuardrailSettings()
-    metrics = metrics or GatewayMetrics()
-    served.listeners.append(metrics.alias_changed)
+def create_app(gw: Gateway, poll_seconds: float = 2.0) -> FastAPI:
+    metrics, served = gw.metrics, gw.served
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        follower = threading.Thread(target=_start, args=(served, poll_seconds, stop), daemon=True,
-                                    name="gateway-registry")
+        follower = threading.Thread(target=gw.start, args=(poll_seconds, stop), daemon=True, name="gateway-registry")
         follower.start()
         yield
         stop.set()
+        gw.traffic.drain(timeout=5)
 
     app = FastAPI(title="tunegate gateway", lifespan=lifespan)
-    app.state.served, app.state.metrics = served, metrics
+    app.state.gateway = gw
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         metrics.errors.labels(request.url.path, "invalid_request").inc()
-        return JSONResponse(api.error(f"{where}: {first.get('msg', 'invalid request')}"), status_code=400)
+        message = first.get("msg", "invalid request").removeprefix("Value error, ")
+        return JSONResponse(api.error(f"{where}: {message}" if where else message), status_code=400)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -66,7 +62,10 @@ def create_app(served: ServedVersions, poll_seconds: float = 2.0, guardrails: Gu
     @app.get("/readyz")
     def readyz():
         champion = served.version_for("champion")
-        body = {"ready": champion is not None, "model": served.model_name, "aliases": served.aliases.versions}
+        rollout = gw.rollout.settings
+        body = {"ready": champion is not None, "model": served.model_name, "aliases": served.aliases.versions,
+                "rollout": {"strategy": rollout.strategy, "version": rollout.version, "digest": gw.rollout.digest,
+                            "canary_share": gw.canary.share(), "canary": _canary(gw)}}
         return JSONResponse(body, status_code=200 if champion else 503)
 
     @app.get("/metrics")
@@ -84,117 +83,170 @@ def create_app(served: ServedVersions, poll_seconds: float = 2.0, guardrails: Gu
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
-    def completions(body: api.CompletionRequest):
-        def prompts(version: Version) -> list[str]:
-            return body.prompts()
-
-        return _answer(served, metrics, guardrails, "/v1/completions", body, body.prompts(), prompts, chat=False)
+    def completions(body: api.CompletionRequest, request: Request):
+        asked = body.prompts()
+        return _answer(gw, request, "/v1/completions", body, asked, lambda version: asked, asked, chat=False)
 
     @app.post("/v1/chat/completions")
-    def chat(body: api.ChatRequest):
+    def chat(body: api.ChatRequest, request: Request):
         def prompts(version: Version) -> list[str]:
             return [api.chat_prompt(version.tokenizer, body.messages)]
 
-        return _answer(served, metrics, guardrails, "/v1/chat/completions", body, [m.text() for m in body.messages],
-                       prompts, chat=True)
+        asked = [m.text() for m in body.messages]
+        users = [m.text() for m in body.messages if m.role == "user"]
+        return _answer(gw, request, "/v1/chat/completions", body, asked, prompts, [users[-1] if users else asked[-1]],
+                       chat=True)
+
+    @app.post("/v1/feedback")
+    def feedback(body: api.FeedbackRequest):
+        if not gw.traffic.settings.enabled:
+            return JSONResponse(api.error("this gateway keeps no traffic store (traffic.enabled is false)",
+                                          code="feedback_disabled"), status_code=409)
+        if not gw.traffic.knows(body.id):
+            return JSONResponse(api.error(f"no answer with id {body.id!r} in the traffic store",
+                                          code="response_not_found"), status_code=404)
+        feedback_id = api.new_id("fb")
+        gw.traffic.add({"kind": "feedback", "id": feedback_id, "time": time.time(), "response_id": body.id,
+                        "index": body.index, "rating": body.rating, "correction": body.correction},
+                       scrub_fields=("correction",))
+        return {"id": feedback_id, "object": "feedback", "response_id": body.id, "accepted": True}
 
     return app
 
 
-def _start(served: ServedVersions, poll_seconds: float, stop: threading.Event) -> None:
-    """Load what the aliases point to (retrying until the registry answers), then follow them."""
-    while not stop.is_set():
-        try:
-            served.refresh()
-            break
-        except Exception as exc:
-            log.warning("registry not ready: %s", exc)
-            stop.wait(poll_seconds)
-    served.follow(poll_seconds, stop)
+def _canary(gw: Gateway) -> dict[str, Any] | None:
+    s = gw.canary.state
+    if s is None:
+        return None
+    return {"version": s.version, "step": s.step, "rolled_back": s.rolled_back, "promoted": s.promoted}
 
 
-def _route(served: ServedVersions, requested: str) -> Version:
-    name, _, alias = requested.partition("@")
-    if name != served.model_name:
-        raise LookupError(f"model {requested!r} is not served here; this gateway serves {served.model_name!r}")
-    alias = alias or "champion"
-    if alias not in ("champion", "challenger"):
-        raise LookupError(f"model {requested!r}: ask for {name}, {name}@champion or {name}@challenger")
-    version = served.version_for(alias)
-    if version is None:
-        raise Unavailable(f"{name}@{alias} points to no version (yet)")
-    return version
-
-
-def _answer(served, metrics, guardrails, endpoint: str, body, texts: list[str], prompts_for, chat: bool):
-    settings = body.generation()
-    try:
-        check_prompt(texts, settings.max_new_tokens, guardrails)
-        version = _route(served, body.model)
-    except Refused as exc:
-        metrics.guardrail_hits.labels(exc.guardrail).inc()
-        metrics.errors.labels(endpoint, exc.guardrail).inc()
+def _refusal(gw: Gateway, endpoint: str, exc: Exception) -> JSONResponse:
+    errors = gw.metrics.errors
+    if isinstance(exc, Refused):
+        gw.metrics.guardrail_hits.labels(exc.guardrail).inc()
+        errors.labels(endpoint, exc.guardrail).inc()
         return JSONResponse(api.error(str(exc), code=exc.guardrail), status_code=400)
-    except LookupError as exc:
-        metrics.errors.labels(endpoint, "unknown_model").inc()
+    if isinstance(exc, LookupError):
+        errors.labels(endpoint, "unknown_model").inc()
         return JSONResponse(api.error(str(exc), code="model_not_found"), status_code=404)
-    except Unavailable as exc:
-        metrics.errors.labels(endpoint, "unavailable").inc()
-        return JSONResponse(api.error(str(exc), kind="unavailable", code="no_version"), status_code=503)
+    errors.labels(endpoint, "unavailable").inc()
+    return JSONResponse(api.error(str(exc), kind="unavailable", code="no_version"), status_code=503)
+
+
+def _answer(gw: Gateway, request: Request, endpoint: str, body, texts: list[str], prompts_for, asked: list[str],
+            chat: bool):
+    """``texts``: what the input guardrails check; ``prompts_for(version)``: the model's prompts; ``asked``: what
+    the traffic store keeps as each prompt (a chat's last user message)."""
+    settings = body.generation()
+    key = request.headers.get(gw.rollout.settings.key_header) or body.user
+    try:
+        check_prompt(texts, settings.max_new_tokens, gw.guardrails)
+        route = gw.route(body.model, key)
+    except (Refused, LookupError, Unavailable) as exc:
+        return _refusal(gw, endpoint, exc)
+    version = route.version
     prompts = prompts_for(version)
-    model = f"{served.model_name}/{version.number}"
+    model = f"{gw.served.model_name}/{version.number}"
     headers = {VERSION_HEADER: version.number}
     answer_id = api.new_id("chatcmpl" if chat else "cmpl")
+    call = _Call(gw, route, endpoint, answer_id, key, asked, settings, prompts_for)
     if body.stream:
         if len(prompts) != 1:
             return JSONResponse(api.error("stream: one prompt at a time"), status_code=400)
-        events = _stream(served, metrics, endpoint, version, prompts[0], settings, answer_id, model, chat)
+        events = _stream(call, prompts[0], model, chat)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     start = time.perf_counter()
     try:
-        texts, counts = served.complete(version, prompts, settings)
+        gw.faults.inject(version.number)
+        raw, counts = gw.served.complete(version, prompts, settings)
+        answers, found = gw.scrubber.scrub(raw)
     except Exception as exc:
         log.exception("generation failed")
-        metrics.errors.labels(endpoint, "generation").inc()
-        metrics.requests.labels(version.number, endpoint, STRATEGY, "error").inc()
+        call.failed(time.perf_counter() - start)
         return JSONResponse(api.error(f"generation failed: {type(exc).__name__}: {exc}", kind="server_error"),
                             status_code=500, headers=headers)
-    metrics.latency.labels(version.number, endpoint, STRATEGY).observe(time.perf_counter() - start)
-    metrics.tokens.labels(version.number).inc(sum(counts))
-    metrics.requests.labels(version.number, endpoint, STRATEGY, "ok").inc()
+    call.done(answers, counts, sum(found, Counter()), time.perf_counter() - start)
     finish = ["length" if n >= settings.max_new_tokens else "stop" for n in counts]
     used = api.usage(sum(_tokens(version, p) for p in prompts), sum(counts))
     if chat:
-        return JSONResponse(api.chat_completion(answer_id, model, texts[0], finish[0], used), headers=headers)
-    return JSONResponse(api.completion(answer_id, model, texts, finish, used), headers=headers)
+        return JSONResponse(api.chat_completion(answer_id, model, answers[0], finish[0], used), headers=headers)
+    return JSONResponse(api.completion(answer_id, model, answers, finish, used), headers=headers)
 
 
-def _stream(served, metrics, endpoint: str, version: Version, prompt: str, settings, answer_id: str, model: str,
-            chat: bool) -> Iterator[str]:
-    start, first, counted = time.perf_counter(), None, []
+class _Call:
+    """One request's bookkeeping once it has a version: metrics, the canary's windows, the traffic store and the
+    shadow copy."""
+
+    def __init__(self, gw: Gateway, route: Route, endpoint: str, answer_id: str, key: str | None,
+                 asked: list[str], settings, prompts_for) -> None:
+        self.gw, self.route, self.endpoint, self.answer_id, self.key = gw, route, endpoint, answer_id, key
+        self.asked, self.settings, self.prompts_for = asked, settings, prompts_for
+
+    def failed(self, seconds: float) -> None:
+        m, r = self.gw.metrics, self.route
+        m.errors.labels(self.endpoint, "generation").inc()
+        m.requests.labels(r.version.number, self.endpoint, r.strategy, "error").inc()
+        self.gw.record(r, False, seconds, False)
+
+    def done(self, answers: list[str], counts: list[int], pii: Counter, seconds: float) -> None:
+        gw, r, number = self.gw, self.route, self.route.version.number
+        m = gw.metrics
+        m.latency.labels(number, self.endpoint, r.strategy).observe(seconds)
+        m.tokens.labels(number, r.strategy).inc(sum(counts))
+        m.requests.labels(number, self.endpoint, r.strategy, "ok").inc()
+        if pii:
+            m.guardrail_hits.labels("pii_output").inc()
+            for entity, n in pii.items():
+                m.pii_scrubbed.labels(number, entity).inc(n)
+        gw.record(r, True, seconds, bool(pii))
+        now = time.time()
+        for i, (prompt, answer, n) in enumerate(zip(self.asked, answers, counts)):
+            gw.traffic.add({"kind": "request", "id": self.answer_id, "index": i, "time": now, "version": number,
+                            "strategy": r.strategy, "endpoint": self.endpoint, "key": hashed_key(self.key),
+                            "prompt": prompt, "answer": answer, "tokens": n, "seconds": round(seconds, 4)},
+                           scrub_fields=("prompt",))
+        if r.shadow:
+            gw.shadow.submit(ShadowJob(self.answer_id, number, answers, self.prompts_for, self.settings))
+
+
+def _stream(call: _Call, prompt: str, model: str, chat: bool) -> Iterator[str]:
+    gw, version, settings = call.gw, call.route.version, call.settings
+    start, first, counted, parts = time.perf_counter(), None, [], []
+    scrub = gw.scrubber.stream()
+
+    def chunk(text: str, finish: str | None) -> str:
+        return api.sse(api.chat_chunk(call.answer_id, model, {"content": text} if text or not finish else {}, finish)
+                       if chat else api.completion_chunk(call.answer_id, model, text, finish))
+
     if chat:
-        yield api.sse(api.chat_chunk(answer_id, model, {"role": "assistant", "content": ""}, None))
+        yield api.sse(api.chat_chunk(call.answer_id, model, {"role": "assistant", "content": ""}, None))
     try:
-        for piece in served.stream(version, prompt, settings, counted):
+        gw.faults.inject(version.number)
+        pieces = (scrub.feed(p) for p in gw.served.stream(version, prompt, settings, counted))
+        for text in _then(pieces, scrub.finish):
+            if not text:
+                continue
             if first is None:
                 first = time.perf_counter() - start
-                metrics.first_token.labels(version.number, STRATEGY).observe(first)
-            yield api.sse(api.chat_chunk(answer_id, model, {"content": piece}, None) if chat
-                          else api.completion_chunk(answer_id, model, piece, None))
+                gw.metrics.first_token.labels(version.number, call.route.strategy).observe(first)
+            parts.append(text)
+            yield chunk(text, None)
     except Exception as exc:
         log.exception("streamed generation failed")
-        metrics.errors.labels(endpoint, "generation").inc()
-        metrics.requests.labels(version.number, endpoint, STRATEGY, "error").inc()
+        call.failed(time.perf_counter() - start)
         yield api.sse(api.error(f"generation failed: {type(exc).__name__}: {exc}", kind="server_error"))
         return
     n = counted[0] if counted else 0
-    finish = "length" if n >= settings.max_new_tokens else "stop"
-    yield api.sse(api.chat_chunk(answer_id, model, {}, finish) if chat
-                  else api.completion_chunk(answer_id, model, "", finish))
+    yield chunk("", "length" if n >= settings.max_new_tokens else "stop")
     yield api.sse("[DONE]")
-    metrics.latency.labels(version.number, endpoint, STRATEGY).observe(time.perf_counter() - start)
-    metrics.tokens.labels(version.number).inc(n)
-    metrics.requests.labels(version.number, endpoint, STRATEGY, "ok").inc()
+    call.done(["".join(parts)], [n], scrub.found, time.perf_counter() - start)
+
+
+def _then(pieces: Iterator[str], last) -> Iterator[str]:
+    """The pieces, then ``last()`` (what a stream scrubber still holds when the model is done)."""
+    yield from pieces
+    yield last()
 
 
 def _tokens(version: Version, text: str) -> int:

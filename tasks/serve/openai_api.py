@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.evaluate.generation import SERVING_DEFAULTS, GenerationSettings
 
@@ -55,6 +55,23 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback`` (tunegate's own): a rating and/or a corrected answer for a response id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100, description="the id of the answer this is about")
+    index: int = Field(0, ge=0, description="which choice of a completion with several prompts")
+    rating: float | None = Field(None, ge=-1.0, le=1.0, description="1 good, -1 bad")
+    correction: str | None = Field(None, min_length=1, max_length=32_000, description="the answer it should have given")
+
+    @model_validator(mode="after")
+    def _something(self) -> "FeedbackRequest":
+        if self.rating is None and self.correction is None:
+            raise ValueError("give a rating, a correction, or both")
+        return self
 
 
 def chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:

@@ -131,15 +131,6 @@ class ServedVersions:
         log.info("loaded %s v%s in %.2f s", self.model_name, number, version.load_seconds)
         return version
 
-    def follow(self, every_s: float, stop: threading.Event) -> None:
-        """Refresh every ``every_s`` seconds until ``stop`` is set; a registry that does not answer leaves the
-        versions being served as they are."""
-        while not stop.wait(every_s):
-            try:
-                self.refresh()
-            except Exception as exc:  # keep serving what is loaded; say why the aliases could not be read
-                log.warning("could not follow the registry's aliases: %s", exc)
-
     # ----------------------------------------------------------------------------------- generation
 
     def version_for(self, alias: str) -> Version | None:
