@@ -348,3 +348,51 @@ def test_feedback_on_an_answer_becomes_a_scrubbed_correction(gateway):
     (pair,) = corrected()
     assert pair["version"] == "1" and "dana.whit" not in pair["instruction"] and "<EMAIL_ADDRESS>" in pair["instruction"]
     assert pair["response"] == "Hold the reset key for 5 s, then mail <EMAIL_ADDRESS>."
+
+
+def test_replicas_agree_and_a_promotion_event_moves_traffic_before_the_next_poll(gateway, tmp_path):
+    """A second gateway on the same registry and rollout file (a replica behind the same address) routes every
+    key of a canary as the first does, without talking to it; it polls only every 10 minutes, yet the promotion
+    event a retrain emits (the flow's own function, through a real Prefect server) moves its traffic at once."""
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from helpers.processes import prefect_server
+    from tasks.registry.events import emit_promoted
+    from tasks.registry.versions import promote
+
+    url, uri = gateway["url"], gateway["uri"]
+    _aliases(gateway, champion="1", challenger="2")
+    _switch(gateway, "2", strategy="canary", canary={"steps": [0.3], "step_seconds": 3600, "min_requests": 10_000,
+                                                      "promote": False})
+    with prefect_server(tmp_path) as api:
+        port, log = free_port(), tmp_path / "replica.log"
+        env = {**os.environ, "TUNEGATE_HOME": str(gateway["rollout"].parent), "PREFECT_API_URL": api}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        proc = start([str(TUNEGATE), "gateway", "--port", str(port), "--name", NAME, "--poll-seconds", "600",
+                      "--rollout", str(gateway["rollout"])], env, log, cwd=tmp_path)
+        try:
+            replica = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _ready(replica) and httpx.get(f"{replica}/readyz", timeout=5).json()["rollout"]["canary"],
+                     180, "the replica to load @champion and its canary", proc, log)
+            wait_for(lambda: "following tunegate.model.promoted" in log.read_text() or None, 30,
+                     "the replica to subscribe to promotion events", proc, log, every=0.2)
+            for i in range(40):
+                key = {"x-tunegate-session": f"replica-{i}"}
+                body = {"model": NAME, "prompt": "Hi", "max_tokens": 1}
+                a = httpx.post(f"{url}/v1/completions", json=body, headers=key, timeout=60)
+                b = httpx.post(f"{replica}/v1/completions", json=body, headers=key, timeout=60)
+                assert a.headers["x-tunegate-model-version"] == b.headers["x-tunegate-model-version"], i
+
+            before, _ = promote(uri, NAME, "2")
+            with temporary_settings(updates={PREFECT_API_URL: api}):
+                emit_promoted(NAME, "2", before, "run-event-test")
+                EventsWorker.drain_all()
+            moved = time.time()
+            wait_for(lambda: _complete(replica).headers["x-tunegate-model-version"] == "2", 20,
+                     "the replica to follow the promotion event", proc, log, every=0.2)
+            assert time.time() - moved < 20  # its next poll is 10 minutes away
+        finally:
+            stop(proc)
+    _aliases(gateway, champion="1", challenger="2")
+    _switch(gateway, strategy="blue-green")

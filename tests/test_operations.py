@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import yaml
 
 from conftest import ROOT, TUNEGATE, run_cli, tiny_config
 from helpers.drift_data import company_texts, drifted_texts, undrifted_texts, write_jsonl
-from helpers.processes import SERVER_ENV, client, free_port, healthy, start, stop, tail, wait_for
+from helpers.processes import SERVER_ENV, client, free_port, healthy, prefect_server, start, stop, tail, wait_for
 from helpers.sockets import LOOPBACK, sockets_over
 
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -48,18 +47,8 @@ def spec(name: str) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`prefect server start` on a free port with its own PREFECT_HOME; yields its API URL."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    log = home / "server.log"
-    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                 env, log, cwd=home)
-    try:
-        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/api/health"), 120, "the Prefect server", proc, log)
-        yield f"http://127.0.0.1:{port}/api"
-    finally:
-        stop(proc)
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api_url:
+        yield api_url
 
 
 def client_env(api_url: str, home: Path, **extra: str) -> dict:

@@ -37,6 +37,7 @@ def gateway(
     from tasks.serve.rollout import RolloutFile
     from tasks.serve.versions import ServedVersions
 
+    _log_to_stderr()
     state = StatePaths.from_env()
     cfg = default_config()
     serving = cfg.serving
@@ -55,3 +56,17 @@ def gateway(
                f"{rollout_file.settings.strategy} from {rollout_path}); ready once @champion is loaded (/readyz); "
                "Ctrl-C stops")
     uvicorn.run(create_app(gw, poll_seconds), host=host, port=port, log_level="warning")
+
+
+def _log_to_stderr() -> None:
+    """The gateway's own decisions (alias moves followed, rollout changes, canary steps, rollbacks, promotions)
+    as timestamped lines on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("tunegate.gateway", "tunegate.registry"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False

@@ -42,6 +42,7 @@ def create_app(gw: Gateway, poll_seconds: float = 2.0) -> FastAPI:
         follower.start()
         yield
         stop.set()
+        gw.wake.set()
         gw.traffic.drain(timeout=5)
 
     app = FastAPI(title="tunegate gateway", lifespan=lifespan)

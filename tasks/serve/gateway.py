@@ -72,6 +72,7 @@ class Gateway:
         self.guardrails = guardrails or GuardrailSettings()
         self.metrics = metrics or GatewayMetrics()
         self.faults = Faults.from_env()
+        self.wake = threading.Event()  # set by a promotion event, and to stop: the aliases are read at once
         self.canary = CanaryController(CanaryRegistry(served.tracking_uri, served.model_name), self.metrics)
         self.traffic = TrafficStore(traffic_folder, traffic or TrafficSettings(),
                                     lambda texts: scrubber.scrub(texts)[0], self.metrics)
@@ -121,8 +122,14 @@ class Gateway:
 
     def start(self, poll_seconds: float, stop: threading.Event) -> None:
         """Warm the scrubber, load what the aliases point to (retrying until the registry answers), then follow
-        the registry and the rollout file until ``stop``."""
+        the registry and the rollout file until ``stop``: every ``poll_seconds``, and at once on a promotion
+        event when a Prefect server is configured."""
+        from tasks.serve.events import follow_promotions, prefect_api_url
+
         self.traffic.start()
+        if prefect_api_url():
+            threading.Thread(target=follow_promotions, args=(self.served.model_name, self.wake, stop), daemon=True,
+                             name="gateway-events").start()
         try:
             self.scrubber.warm()
         except Exception as exc:  # the first answer says it again, as a failed request
@@ -135,7 +142,7 @@ class Gateway:
                 log.warning("registry not ready: %s", exc)
                 stop.wait(poll_seconds)
         self._sync_canary()
-        while not stop.wait(poll_seconds):
+        while not self._wait(poll_seconds, stop):
             self.rollout.check()
             try:
                 self.served.refresh()
@@ -143,6 +150,12 @@ class Gateway:
                 log.warning("could not follow the registry's aliases: %s", exc)
                 continue
             self._sync_canary()
+
+    def _wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait for the next poll or a promotion event; True when the gateway stops."""
+        self.wake.wait(seconds)
+        self.wake.clear()
+        return stop.is_set()
 
     def _sync_canary(self) -> None:
         aliases = self.served.aliases.versions

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,22 @@ def healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def prefect_server(home: Path):
+    """`prefect server start` on a free port with its own PREFECT_HOME (``home``); yields its API URL."""
+    port = free_port()
+    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                 env, log, cwd=home)
+    try:
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/api/health"), 120, "the Prefect server", proc, log)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        stop(proc)
 
 
 @contextmanager
