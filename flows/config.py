@@ -35,11 +35,20 @@ DEFAULT_CONFIG = Path("configs/demo.yaml")  # in the working directory; else the
 
 
 class DataSettings(BaseModel):
-    """Where the raw documents are."""
+    """Where the raw documents are (and whether the gateway's corrections join them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     paths: list[Path] = Field(default_factory=list, description="files or folders to ingest")
+    corrections: bool = Field(
+        False, description="also train on the corrections users sent the gateway for this model (registry.model_name): "
+                           "the accepted corrections of its traffic store are exported into the run's folder as "
+                           "instruction pairs (the user's prompt, the corrected answer) and ingested with the data "
+                           "paths, through dedup, PII scrubbing and the contracts; their lineage goes to the report "
+                           "and the registered version's tags")
+    corrections_min_rating: float = Field(
+        0.0, ge=-1.0, le=1.0, description="with corrections: feedback rated below this is left out (feedback without "
+                                          "a rating is kept); the latest feedback on an answer counts")
 
 
 class PipelineConfig(BaseModel):

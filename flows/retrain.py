@@ -1,11 +1,11 @@
 """The retrain flow: raw documents to a gated model in the MLflow registry.
 
-Reads like the pipeline: (gates file read) → ingest → clean → dedup → scrub PII → contract → tokenizer →
-base model → split and pack (canaries join the training stream) → train → evaluate → gates → register →
-promote → report (to disk, the Prefect run and the MLflow run). Stages pass snapshot references
-(paths and fingerprints), never the data itself; each data stage reuses its snapshot when its inputs,
-parameters and code are unchanged, so a rerun (``tunegate run --resume RUN_ID``) recomputes nothing
-it already has and training continues from its newest checkpoint.
+Reads like the pipeline: (gates file read) → (with data.corrections, the gateway's corrections as instruction
+data) → ingest → clean → dedup → scrub PII → contract → tokenizer → base model → split and pack (canaries join
+the training stream) → train → evaluate → gates → register → promote → report (to disk, the Prefect run and
+the MLflow run). Stages pass snapshot references (paths and fingerprints), never the data itself; each data
+stage reuses its snapshot when its inputs, parameters and code are unchanged, so a rerun (``tunegate run
+--resume RUN_ID``) recomputes nothing it already has and training continues from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         run.report.gates_file = str(config.gates.file)
         run.open_tracking()
 
-        raw = run.snapshot("ingest", ingest_task([str(p) for p in config.data.paths], config.ingest, config.dask, store))
+        paths = [str(p) for p in config.data.paths] + stages.corrections(run)  # + the corrections file, when on
+        raw = run.snapshot("ingest", ingest_task(paths, config.ingest, config.dask, store))
         run.keep_quarantine(raw)
         run.contract("contract_raw", "raw", raw, config.contract.raw)
         cleaned = run.snapshot("clean", clean_task(raw, config.clean, config.dask, store))

@@ -1,6 +1,7 @@
-"""The retrain flow's model stages, each a few task calls and what they add to the run's report: train (with
-the MLflow run following the steps), evaluate (base, candidate and champion on the held-out data), gates, and
-register (then promote when nothing blocked)."""
+"""The retrain flow's stages beyond the data tasks, each a few task calls and what they add to the run's report:
+the gateway's corrections as extra data (``data.corrections``), train (with the MLflow run following the
+steps), evaluate (base, candidate and champion on the held-out data), gates, and register (then promote when
+nothing blocked)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,32 @@ from tasks.registry.artifacts import champion_artifacts
 from tasks.registry.lineage import file_fingerprint, flat_metrics, flat_params, lineage_tags
 from tasks.registry.register import register_task
 from tasks.registry.store import client
+from tasks.registry.events import emit_promoted
 from tasks.registry.versions import champion_version, describe, promote
 from tasks.report import report
 from tasks.report.run_report import evaluation_record
+from tasks.serve.corrections import CORRECTIONS_FILE, export_corrections
 from tasks.train.train import TrainJob, read_metrics, train_task
+
+
+def corrections(run: RetrainRun) -> list[str]:
+    """With ``data.corrections``: the accepted corrections of the registry model's traffic store, written into
+    the run's folder (corrections/gateway-corrections.jsonl) as instruction records for ingest to read beside
+    the data paths; returns that file as an extra data path (none when the setting is off or there is nothing
+    to add). The export joins the report either way once the setting is on."""
+    settings = run.config.data
+    if not settings.corrections:
+        return []
+    log, folder = get_run_logger(), run.state.traffic / run.config.registry.model_name
+    export = export_corrections(folder, run.dir / "corrections" / CORRECTIONS_FILE, settings.corrections_min_rating)
+    run.report.corrections = export
+    if not export.file:
+        log.info("data.corrections: no accepted corrections in %s (min rating %g): none added", folder,
+                 settings.corrections_min_rating)
+        return []
+    log.info("data.corrections: %d corrections of version(s) %s from %s join the data (%s)", export.count,
+             ", ".join(export.versions) or "-", folder, export.file)
+    return [export.file]
 
 
 def train(run: RetrainRun, base, tok, data):
@@ -84,13 +107,15 @@ def register(run: RetrainRun, curated, tok, base, trained, data, gate_results: l
             tracking_uri=run.tracking_uri, artifact_location=run.artifacts, mlflow_run_id=rep.mlflow_run_id,
             name=name, run_id=run.run_id, base=base.path, adapter=trained.adapter, tokenizer=tok.path,
             tags=lineage_tags(curated.fingerprint, tok, base, rep.contracts, gate_results, scores["candidate"],
-                              status, rep.blocked_by, eval_data=file_fingerprint(data.eval_texts)),
+                              status, rep.blocked_by, eval_data=file_fingerprint(data.eval_texts),
+                              corrections=rep.corrections),
             params=flat_params(run.config), metrics=flat_metrics(scores, trained),
             step_metrics=read_metrics(Path(trained.metrics)),
         )
         run.mlflow_run_id = version.mlflow_run_id
         if status == "promoted":
             previous, _ = promote(run.tracking_uri, version.name, version.version)
+            emit_promoted(version.name, version.version, previous, run.run_id)
             log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
         else:
             log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)

@@ -148,7 +148,8 @@ SLOW_FILES = {
     "test_load.py": 320, "test_topology.py": 270, "test_gates_block.py": 250, "test_concurrent_retrain.py": 180,
     "test_gates_registry.py": 150, "test_trainer_resume.py": 140, "test_trainer_zero.py": 130,
     "test_prepare.py": 120, "test_stage_cli.py": 110, "test_run_leaks.py": 100, "test_base_models.py": 100,
-    "test_empty_inputs.py": 95, "test_wheel.py": 60, "test_gateway.py": 50, "test_readme.py": 90, "test_hostile_inputs.py": 65, "test_drift.py": 56, "test_trainer_methods.py": 45,
+    "test_gateway.py": 150, "test_empty_inputs.py": 95, "test_readme.py": 90, "test_corrections_retrain.py": 70,
+    "test_hostile_inputs.py": 65, "test_wheel.py": 60, "test_drift.py": 56, "test_trainer_methods.py": 45,
 }
 
 

@@ -21,7 +21,11 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_results, candidate: dict[str, Any],
-                 status: str, blocked_by: list[str], eval_data: str | None = None) -> dict[str, str]:
+                 status: str, blocked_by: list[str], eval_data: str | None = None,
+                 corrections=None) -> dict[str, str]:
+    """The version's tags. ``corrections`` (with ``data.corrections``: the export of the gateway's corrections,
+    tasks/serve/corrections.py) adds ``corrections`` (how many), ``corrections_sha256`` (the file's) and
+    ``corrections_versions`` (the versions whose answers they correct)."""
     tags = {
         "snapshot_fingerprint": fingerprint,
         "tokenizer_hash": tok.content_hash,
@@ -34,6 +38,12 @@ def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_result
     }
     if eval_data:
         tags[EVAL_DATA_TAG] = eval_data
+    if corrections is not None:
+        tags["corrections"] = str(corrections.count)
+        if corrections.sha256:
+            tags["corrections_sha256"] = corrections.sha256
+        if corrections.versions:
+            tags["corrections_versions"] = ",".join(corrections.versions)[:4900]
     for key in TAG_METRICS:  # key evaluation metrics, for `tunegate models`
         if candidate.get(key) is not None:
             tags[key] = f"{float(candidate[key]):.6g}"

@@ -1,10 +1,10 @@
 """The run report: report.json for machines, report.md (with PNG charts) for the reviewer.
 
 Sections: verdict and what blocked it, gates (value, op, threshold, baseline, the bootstrap interval of the
-difference, result) and which gate decided, data counts, snapshots, contracts, training (loss curve with the
-held-out loss where the trainer measured it), then the evaluation (tasks/report/evaluation.py): every
-metric for base, candidate and champion with a chart, the differences with their intervals, the answers side
-by side, PII probe, extraction probe and canaries.
+difference, result) and which gate decided, data counts (and the gateway's corrections added), snapshots,
+contracts, training (loss curve with the held-out loss where the trainer measured it), then the evaluation
+(tasks/report/evaluation.py): every metric for base, candidate and champion with a chart, the differences with
+their intervals, the answers side by side, PII probe, extraction probe and canaries.
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
             parts += ["", "Quality filters: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["quality_filters"].items())]
         if c.get("pii_entities"):
             parts += ["", "PII entities scrubbed: " + ", ".join(f"{k} {v}" for k, v in c["pii_entities"].items())]
+    parts += corrections_lines(r.get("corrections"))
     ds = r.get("dataset") or {}
     if ds.get("canary_documents"):
         parts += ["", f"Canaries: {ds['canary_documents']} canary texts were inserted into the training token stream "
@@ -180,6 +181,21 @@ def markdown(report: dict[str, Any]) -> str:
     if r.get("stage_seconds"):
         parts += ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]
     return "\n".join(parts) + "\n"
+
+
+def corrections_lines(c: dict[str, Any] | None) -> list[str]:
+    """One line on the gateway's corrections (``data.corrections``): how many joined the data, from where, which
+    versions' answers they correct and the file's sha256; or that there were none."""
+    if not c:
+        return []
+    if not c.get("count"):
+        return ["", f"Corrections from the gateway (`data.corrections`): none accepted in `{c['traffic']}` "
+                    f"(min rating {_fmt(c['min_rating'])}), so none were added."]
+    versions = ", ".join(f"v{v}" for v in c.get("versions") or []) or "unknown versions"
+    return ["", f"Corrections from the gateway (`data.corrections`): {c['count']} corrected answers of {versions} "
+                f"joined the data as instruction records (`{Path(c['file']).name}`, sha256 `{c['sha256'][:16]}`), "
+                "through dedup, PII scrubbing and the contracts like the other data; the response ids are in "
+                "report.json."]
 
 
 def reuse_section(r: dict[str, Any]) -> list[str]:

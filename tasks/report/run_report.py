@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.serve.corrections import CorrectionsExport
+
 # the quality filters' counts are listed one by one; these three are the length checks, counted apart
 _LENGTH_DROPS = {"dropped_empty", "dropped_too_short", "dropped_too_long"}
 
@@ -32,6 +34,9 @@ class RunReport(BaseModel):
     finished_at: str | None = None
     gates_file: str | None = None
     mlflow_run_id: str | None = None
+    corrections: CorrectionsExport | None = Field(
+        None, description="with data.corrections: the gateway's corrections added to the data (count, file, sha256, "
+                          "the answers and versions they correct)")
     snapshots: dict[str, dict[str, Any]] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     contracts: list[dict[str, Any]] = Field(default_factory=list)

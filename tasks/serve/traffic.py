@@ -167,8 +167,10 @@ def accepted_corrections(folder: Path, min_rating: float = 0.0) -> list[dict[str
     response wins; feedback rated below ``min_rating`` is left out."""
     requests = {r["id"]: r for r in read_records(folder, "request")}
     latest: dict[str, dict] = {}
-    for fb in read_records(folder, "feedback"):
-        latest[fb["response_id"]] = fb
+    for fb in read_records(folder, "feedback"):  # by feedback time: replicas' files interleave
+        held = latest.get(fb["response_id"])
+        if held is None or fb.get("time", 0) >= held.get("time", 0):
+            latest[fb["response_id"]] = fb
     out = []
     for rid, fb in latest.items():
         req = requests.get(rid)
