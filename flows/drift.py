@@ -14,6 +14,13 @@ The result is a Markdown report, returned, written to ``$TUNEGATE_HOME/drift/<id
 for the resource ``tunegate.dataset.<dataset>``, with the statistics and the new data path in the
 payload; the ``retrain`` deployment's trigger (prefect.yaml) turns that event into a retrain on the new
 data.
+
+``prompt_drift(model)`` is the same check on the serving gateway's traffic (prompt drift): the distinct
+request prompts of the model's traffic store in a time window against the champion's training data — its
+instruction records' user turns, scrubbed as the prompts are (``tasks.drift.prompts``). Too few prompts:
+"too little traffic", no event. On drift it emits the same event with ``source: traffic`` in the payload and,
+as ``new_data``, the window's prompts written as a data drop; once per champion (a blocked retrain is not
+started again every hour). The same prompts checked again against the same reference: the earlier result.
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ from flows.config import PipelineConfig, load_config_or_default
 from tasks.data import drift_stats
 from tasks.core import snapshot
 from tasks.data.drift_stats import Comparison, DriftThresholds
-from tasks.drift import ledger, measure, report
+from tasks.drift import ledger, measure, prompts, report
 from tasks.drift.reference import Reference, champion_reference
 from tasks.core.state import StatePaths, new_run_id
 
 DRIFT_EVENT = "tunegate.data.drift"
 RESOURCE_PREFIX = "tunegate.dataset."
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+MIN_PROMPTS = 30
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -82,6 +90,17 @@ def reference_tokenizer(ref: Reference, config: PipelineConfig, state_home: str)
 def compare_sides(ref: Reference, new_snapshot: str, tokenizer: str | None, config: PipelineConfig,
                   t: DriftThresholds) -> Comparison:
     return measure.compare_sides(ref, new_snapshot, tokenizer, config.pii, t)
+
+
+@task(name="read-traffic", cache_policy=NO_CACHE)
+def read_traffic(folder: str, since_hours: float | None) -> prompts.Window:
+    return prompts.read_window(folder, since_hours)
+
+
+@task(name="compare-prompts", cache_policy=NO_CACHE)
+def compare_prompts(reference_snapshot: str, scrubbed: bool, window: prompts.Window, tokenizer: str | None,
+                    config: PipelineConfig, t: DriftThresholds) -> prompts.PromptComparison:
+    return prompts.compare_prompts(reference_snapshot, scrubbed, window, tokenizer, config.pii, t)
 
 
 # ------------------------------------------------------------------------------------------ the flow
@@ -160,8 +179,105 @@ def drift_monitor(
 
 
 
+@flow(name="prompt-drift", log_prints=True)
+def prompt_drift(
+    model: str | None = None,
+    since_hours: float | None = 24.0,
+    dataset: str | None = None,
+    reference: str | None = None,
+    config_file: str | None = None,
+    thresholds_file: str | None = None,
+    min_prompts: int = MIN_PROMPTS,
+    force: bool = False,
+    home: str | None = None,
+) -> dict[str, Any]:
+    """Compare the prompts the gateway served for ``model`` (default: the config's registered model) in the last
+    ``since_hours`` hours (None or 0: all the traffic store keeps) with the @champion's training data.
+
+    Returns the report (``markdown`` holds the Markdown); on drift, emits ``tunegate.data.drift`` for
+    ``tunegate.dataset.<dataset>`` (default ``traffic-<model>``) with ``source: traffic`` and the window's
+    prompts as ``new_data``; once per champion unless ``force``. Fewer than ``min_prompts`` distinct prompts:
+    "too little traffic", nothing written. The same prompts against the same reference again: the earlier
+    result is reported, nothing is compared and no event emitted (unless ``force``).
+    """
+    log = get_run_logger()
+    state = StatePaths.from_env(home)
+    config = load_config_or_default(config_file)
+    t = drift_stats.load_thresholds(thresholds_file)
+    model = model or config.registry.model_name
+    if not model or Path(model).name != model or model.startswith("."):
+        raise ValueError(f"model: {model!r} is not a registered model name the gateway keeps traffic for")
+    config = config.model_copy(update={"registry": config.registry.model_copy(update={"model_name": model})})
+    dataset = dataset or "traffic-" + re.sub(r"[^A-Za-z0-9_\-]", "-", model)
+    if not DATASET_NAME.match(dataset):
+        raise ValueError(f"dataset: {dataset!r} is not a valid name (letters, digits, '_' and '-')")
+    drift_id = new_run_id()
+    out = state.drift / drift_id
+    rep: dict[str, Any] = {"source": "traffic", "dataset": dataset, "model": model, "drift_id": drift_id,
+                           "drift": False, "report": str(out / "report.md"), "thresholds": t.model_dump(),
+                           "min_prompts": max(min_prompts, t.min_documents),
+                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        window = read_traffic(str(state.traffic / model), since_hours)
+        rep["window"] = {**window.model_dump(exclude={"prompts", "prompt_keys"}), "prompts": len(window.prompts),
+                         "fingerprint": window.fingerprint, "description": window.describe()}
+        if len(window.prompts) < rep["min_prompts"]:
+            rep.update(decision="too little traffic", report=None,
+                       note=f"{window.describe()} in {window.folder}: fewer than {rep['min_prompts']}, no decision")
+            log.info("too little traffic for %s: %s", model, window.describe())
+            return finish(rep, None)
+        ref = find_reference(config, reference, str(state.home), str(state.drift / ".champion"))
+        rep["reference"] = ref.model_dump()
+        if not ref.texts_snapshot:
+            rep.update(decision="no reference", note=ref.description)
+            log.warning("no reference for %s: %s", model, ref.description)
+            return finish(rep, out)
+        snap = ref.pii_snapshot or ref.texts_snapshot  # scrubbed as the prompts are, when there is one
+        key = {"dataset": dataset, "window": window.fingerprint,
+               "reference": ref.fingerprint or ledger.fingerprint(snap), "champion": ref.version or ""}
+        earlier = None if force else ledger.earlier_check(state, key)
+        if earlier:
+            rep.update({k: earlier.get(k) for k in ("decision", "drift", "statistics", "checks", "tokenizer", "basis",
+                                                   "notes")})
+            rep.update(earlier=earlier["drift_id"],
+                       note=f"nothing new in the traffic since check {earlier['drift_id']} (the same "
+                            f"{len(window.prompts)} prompts against the same reference): its result, "
+                            f"{earlier['decision']}, is repeated; no new event")
+            log.info("prompts of %s unchanged since %s: %s", model, earlier["drift_id"], earlier["decision"])
+            return finish(rep, out)
+        tokenizer, how = ref.tokenizer, ref.tokenizer_source
+        if not tokenizer:
+            tokenizer, how = reference_tokenizer(ref, config, str(state.home))
+        rep["tokenizer"] = {"path": tokenizer, "source": how}
+        found = compare_prompts(snap, snap == ref.pii_snapshot or ref.scrubbed, window, tokenizer, config, t)
+        result = found.comparison
+        rep.update(decision=result.decision, drift=result.drift, statistics=result.statistics, basis=found.basis,
+                   notes=found.notes, checks=[c.model_dump() for c in result.checks])
+        if result.drift:
+            fired = "; ".join(c.describe() for c in result.checks if c.drifted)
+            event_key = {k: key[k] for k in ("dataset", "reference", "champion")} | {"source": "traffic"}
+            before = None if force else ledger.already_reported(state, event_key)
+            if before:
+                rep["note"] = (f"traffic drift from this reference was already reported in {before}: no new event "
+                               "(one event per champion; force emits another)")
+                log.warning("prompt drift for %s (%s), already reported in %s", model, fired, before)
+            else:
+                rep["new_data"] = str(prompts.write_drop(window, out / "prompts.jsonl"))
+                rep["event"] = emit_drift(rep)
+                ledger.remember(state, {**event_key, "new": window.fingerprint}, drift_id)
+                log.warning("prompt drift for %s: %s; event %s emitted", model, fired, DRIFT_EVENT)
+        else:
+            log.info("no prompt drift for %s (%s)", model, result.decision)
+        ledger.remember_check(state, key, drift_id, result.decision)
+        return finish(rep, out)
+    finally:
+        from tasks.core.executor import close_clients
+
+        close_clients()
+
+
 def emit_drift(rep: dict[str, Any]) -> dict[str, Any]:
-    """Emit the drift event; returns what was emitted (id, event, resource)."""
+    """Emit the drift event; returns what was emitted (id, event, resource, payload)."""
     from prefect.events import emit_event
 
     stats = {k: v for k, v in (rep.get("statistics") or {}).items() if v is not None}
@@ -173,10 +289,16 @@ def emit_drift(rep: dict[str, Any]) -> dict[str, Any]:
         "drifted": [c["name"] for c in rep.get("checks", []) if c["drifted"]],
         "statistics": stats,
         "reference": {k: rep["reference"].get(k) for k in ("kind", "model", "version", "fingerprint")},
+        "source": rep.get("source", "drop"),
     }
+    if rep.get("source") == "traffic":
+        w = rep["window"]
+        payload.update(model=rep["model"], window={k: w.get(k) for k in ("since", "until", "requests", "prompts",
+                                                                          "versions", "fingerprint")})
     resource = {"prefect.resource.id": f"{RESOURCE_PREFIX}{rep['dataset']}", "prefect.resource.name": rep["dataset"]}
     event = emit_event(event=DRIFT_EVENT, resource=resource, payload=payload)
-    return {"event": DRIFT_EVENT, "resource": resource["prefect.resource.id"], "id": str(event.id) if event else None}
+    return {"event": DRIFT_EVENT, "resource": resource["prefect.resource.id"], "id": str(event.id) if event else None,
+            "payload": payload}
 
 
 def finish(rep: dict[str, Any], out: Path | None) -> dict[str, Any]:

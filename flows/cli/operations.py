@@ -3,7 +3,7 @@
   tunegate server   Prefect server + MLflow UI on 127.0.0.1, state in $TUNEGATE_HOME; Ctrl-C stops both
   tunegate deploy   registers prefect.yaml's deployments against the server in PREFECT_API_URL
   tunegate serve    serves retrain + drift-monitor from this process (schedules, drift trigger), no worker
-  tunegate drift    runs the drift monitor once on a data drop
+  tunegate drift    runs the drift monitor once on a data drop, or (--traffic) on the gateway's prompts
 """
 
 from __future__ import annotations
@@ -128,35 +128,59 @@ def serve(
 
 @app.command()
 def drift(
-    new_data: Annotated[Path, typer.Argument(help="the new data drop: folder, JSONL file or dataset")],
-    dataset: Annotated[str, typer.Option("--dataset", help="the dataset's name (the event's resource)")] = "corpus",
+    new_data: Annotated[Optional[Path], typer.Argument(help="the new data drop: folder, JSONL file or dataset")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="the dataset's name (the event's resource; "
+                                                   "default corpus, with --traffic traffic-MODEL)")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="compare with this when there is no @champion")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline config")] = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="drift thresholds YAML")] = None,
+    traffic: Annotated[bool, typer.Option("--traffic", help="check the gateway's traffic (prompt drift) instead of "
+                                          "a data drop")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="with --traffic: the registered model whose traffic "
+                                                "is checked (default: the config's)")] = None,
+    since: Annotated[float, typer.Option("--since", min=0, metavar="HOURS", help="with --traffic: prompts of the "
+                                         "last HOURS hours (0: all the traffic store keeps)")] = 24.0,
+    min_prompts: Annotated[int, typer.Option("--min-prompts", min=1, help="with --traffic: fewer distinct prompts "
+                                             "than this decide nothing")] = 30,
 ) -> None:
-    """Run the drift monitor once; on drift it emits tunegate.data.drift (to PREFECT_API_URL when set)."""
+    """Run the drift monitor once on a data drop, or with --traffic on the gateway's prompts; on drift it emits
+    tunegate.data.drift (to PREFECT_API_URL when set)."""
+    if traffic and new_data is not None:
+        fail("NEW_DATA and --traffic: give one (a data drop, or --traffic for the gateway's prompts)")
+    if not traffic and new_data is None:
+        fail("NEW_DATA: missing (a data drop: folder, JSONL file or dataset; or --traffic for the gateway's prompts)")
+    if not traffic and name is not None:
+        fail("--name: only with --traffic")
     for label, p in (("NEW_DATA", new_data), ("--reference", reference), ("--config", config), ("--thresholds", thresholds)):
         if p is not None and not p.exists():
             fail(f"{label}: no such file or folder: {p}")
-    if new_data.is_dir() and not any(f.is_file() for f in new_data.rglob("*")):
+    if new_data is not None and new_data.is_dir() and not any(f.is_file() for f in new_data.rglob("*")):
         fail(f"NEW_DATA: no input files under {new_data}")  # one line, before any flow starts
     state = StatePaths.from_env()
     if not os.environ.get("PREFECT_API_URL"):
         prefect_home(state)
-    from flows.drift import drift_monitor
+    from flows.drift import drift_monitor, prompt_drift
 
+    common = {"reference": str(reference.resolve()) if reference else None,
+              "config_file": str(config.resolve()) if config else None,
+              "thresholds_file": str(thresholds.resolve()) if thresholds else None, "home": str(state.home)}
     try:
-        rep = drift_monitor(dataset=dataset, new_data=str(new_data.resolve()),
-                            reference=str(reference.resolve()) if reference else None,
-                            config_file=str(config.resolve()) if config else None,
-                            thresholds_file=str(thresholds.resolve()) if thresholds else None, home=str(state.home))
+        if traffic:
+            rep = prompt_drift(model=name, since_hours=since or None, dataset=dataset, min_prompts=min_prompts, **common)
+        else:
+            rep = drift_monitor(dataset=dataset or "corpus", new_data=str(new_data.resolve()), **common)
     except (ValueError, OSError) as exc:
         fail(str(exc))
-    fired = [c["name"] for c in rep.get("checks", []) if c["drifted"]]
+    dataset = rep["dataset"]
+    fired = [c["name"] for c in rep.get("checks") or [] if c["drifted"]]
     where = "" if os.environ.get("PREFECT_API_URL") else " (ephemeral API: no trigger will see it; set PREFECT_API_URL)"
-    if rep["drift"]:
+    if rep.get("event"):
         typer.echo(f"drift in {dataset}: {', '.join(fired)}; event {rep['event']['event']} emitted{where} "
                    f"(report: {rep['report']})")
+    elif rep["drift"]:  # already reported: no second event
+        typer.echo(f"drift in {dataset}: {', '.join(fired)}; {rep.get('note')} (report: {rep['report']})")
+    elif rep.get("report") is None and rep.get("note"):
+        typer.echo(f"{rep['decision']} in {dataset}: {rep['note']}")
     else:
         typer.echo(f"{rep['decision']} in {dataset} (report: {rep['report']})")
 

@@ -1,2 +1,2 @@
-"""Drift monitoring: the reference a data drop is compared with, the measurements of each side, the
-ledger of events emitted and the report (the flow is flows/drift.py)."""
+"""Drift monitoring: the reference a data drop (or the gateway's traffic: prompts.py) is compared with, the
+measurements of each side, the ledgers of checks and events and the report (the flows are in flows/drift.py)."""

@@ -1,6 +1,10 @@
-"""The ledger of drift events emitted: a drop already reported as drifted against the same reference is not
-reported again (a scheduled monitor would otherwise start a retrain on it every hour while its retrain is
-blocked)."""
+"""The ledgers of the drift monitor, JSON lines in the state folder's drift/:
+
+- ``emitted.jsonl``, the drift events emitted: a drop already reported as drifted against the same reference is
+  not reported again (a scheduled monitor would otherwise start a retrain on it every hour while its retrain is
+  blocked); traffic that drifted from a champion is reported once per champion;
+- ``traffic-checks.jsonl``, every traffic window compared: the same prompts against the same reference are not
+  compared again, the earlier result is reported."""
 
 from __future__ import annotations
 
@@ -19,23 +23,51 @@ def ledger_path(state: StatePaths) -> Path:
     return state.drift / "emitted.jsonl"
 
 
-def already_reported(state: StatePaths, key: dict[str, str]) -> str | None:
-    """The drift id that already emitted an event for this (dataset, drop, reference), if any."""
-    ledger = ledger_path(state)
+def checks_path(state: StatePaths) -> Path:
+    return state.drift / "traffic-checks.jsonl"
+
+
+def _rows(ledger: Path, key: dict[str, str]) -> list[dict]:
+    """The ledger's rows that match every item of ``key``, oldest first (a torn line is skipped)."""
     if not ledger.is_file():
-        return None
+        return []
+    rows = []
     for line in ledger.read_text().splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if all(row.get(k) == v for k, v in key.items()):
-            return row.get("drift_id")
-    return None
+        if isinstance(row, dict) and all(row.get(k) == v for k, v in key.items()):
+            rows.append(row)
+    return rows
+
+
+def _append(ledger: Path, row: dict) -> None:
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def already_reported(state: StatePaths, key: dict[str, str]) -> str | None:
+    """The drift id that already emitted an event for this (dataset, drop, reference), if any."""
+    rows = _rows(ledger_path(state), key)
+    return rows[0].get("drift_id") if rows else None
 
 
 def remember(state: StatePaths, key: dict[str, str], drift_id: str) -> None:
-    ledger = ledger_path(state)
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger, "a") as fh:
-        fh.write(json.dumps({**key, "drift_id": drift_id}) + "\n")
+    _append(ledger_path(state), {**key, "drift_id": drift_id})
+
+
+def earlier_check(state: StatePaths, key: dict[str, str]) -> dict | None:
+    """The latest traffic check of this (dataset, window, reference) whose report is still there, if any."""
+    for row in reversed(_rows(checks_path(state), key)):
+        report = state.drift / str(row.get("drift_id")) / "report.json"
+        try:
+            return json.loads(report.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def remember_check(state: StatePaths, key: dict[str, str], drift_id: str, decision: str) -> None:
+    _append(checks_path(state), {**key, "drift_id": drift_id, "decision": decision})

@@ -13,15 +13,34 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
-def markdown(rep: dict[str, Any]) -> str:
-    decision = rep.get("decision", "?")
-    head = "DRIFT" if rep.get("drift") else decision.upper()
-    parts = [f"# Drift report `{rep['drift_id']}` — dataset `{rep['dataset']}` — {head}", "",
-             f"- new data: `{rep['new_data']}`"]
+def _drop_lines(rep: dict[str, Any]) -> list[str]:
+    parts = [f"- new data: `{rep['new_data']}`"]
     if rep.get("new"):
         n = rep["new"]
         parts.append(f"- new documents: {_fmt((rep.get('statistics') or {}).get('documents_new'))} after cleaning "
                      f"({_fmt(n.get('ingested'))} ingested, {_fmt(n.get('quarantined'))} quarantined)")
+    return parts
+
+
+def _traffic_lines(rep: dict[str, Any]) -> list[str]:
+    w = rep.get("window") or {}
+    parts = [f"- traffic: `{w.get('folder')}` — {w.get('description')}"]
+    if w.get("versions"):
+        parts.append("- requests by version: " + ", ".join(f"v{v}: {n}" for v, n in sorted(w["versions"].items())))
+    if rep.get("new_data"):
+        parts.append(f"- the window's prompts as a data drop (the event's new data): `{rep['new_data']}`")
+    return parts
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    decision = rep.get("decision", "?")
+    head = "DRIFT" if rep.get("drift") else decision.upper()
+    traffic = rep.get("source") == "traffic"
+    if traffic:
+        parts = [f"# Prompt drift report `{rep['drift_id']}` — model `{rep['model']}` (dataset `{rep['dataset']}`) "
+                 f"— {head}", "", *_traffic_lines(rep)]
+    else:
+        parts = [f"# Drift report `{rep['drift_id']}` — dataset `{rep['dataset']}` — {head}", "", *_drop_lines(rep)]
     if rep.get("reference"):
         parts.append(f"- reference: {rep['reference']['description']}")
     if rep.get("tokenizer"):
@@ -29,27 +48,33 @@ def markdown(rep: dict[str, Any]) -> str:
     if rep.get("note"):
         parts += ["", f"**{rep['note']}**"]
     if decision == "nothing new":
-        parts += ["", f"**{_fmt(rep['statistics'].get('duplicate_rate'))} of the new documents are already in the "
-                      "reference: nothing new to train on, no drift event.**"]
+        parts += ["", f"**{_fmt(rep['statistics'].get('duplicate_rate'))} of the new "
+                      f"{'prompts' if traffic else 'documents'} are already in the reference: nothing new to train on, "
+                      "no drift event.**"]
     if decision == "too little data":
         parts += ["", f"**Fewer than {rep['thresholds']['min_documents']} new documents: no decision.**"]
+    if rep.get("notes"):
+        parts += ["", "## How the prompts were compared", "", *[f"- {n}" for n in rep["notes"]]]
     if rep.get("checks"):
         rows = [[c["name"], _fmt(c["value"]), "off" if c["threshold"] is None else f"> {_fmt(c['threshold'])}",
                  "DRIFT" if c["drifted"] else "ok", c.get("detail", "")] for c in rep["checks"]]
         parts += ["", "## Checks", "", "| check | value | drift when | result | detail |", "|---|---|---|---|---|",
                   *["| " + " | ".join(r) + " |" for r in rows]]
         s = rep["statistics"]
-        side = [["documents", s.get("documents_reference"), s.get("documents_new")],
+        unit = ("prompts" if rep.get("basis") == "prompts" else "documents / prompts") if traffic else "documents"
+        side = [[unit, s.get("documents_reference"), s.get("documents_new")],
                 ["mean length (chars)", s.get("mean_length_reference"), s.get("mean_length_new")],
                 ["OOV rate", s.get("oov_rate_reference"), s.get("oov_rate_new")],
-                ["PII entities / document", s.get("pii_per_document_reference"), s.get("pii_per_document_new")],
+                ["PII placeholders / prompt" if traffic else "PII entities / document",
+                 s.get("pii_per_document_reference"), s.get("pii_per_document_new")],
                 ["already in the reference", None, s.get("duplicate_rate")]]
-        parts += ["", "## Both sides", "", "| | reference | new |", "|---|---|---|",
+        parts += ["", "## Both sides", "", f"| | reference | {'traffic' if traffic else 'new'} |", "|---|---|---|",
                   *[f"| {a} | {_fmt(b)} | {_fmt(c)} |" for a, b, c in side]]
     ev = rep.get("event")
     if ev:
+        what = "the window's prompts" if traffic else "the new data"
         parts += ["", f"Event `{ev['event']}` emitted for `{ev['resource']}` (id {ev['id']}): the retrain "
-                      "deployment's trigger starts a retrain on the new data."]
+                      f"deployment's trigger starts a retrain on {what}."]
     else:
         parts += ["", "No drift event emitted."]
     return "\n".join(parts) + "\n"
