@@ -18,9 +18,10 @@ data.
 ``prompt_drift(model)`` is the same check on the serving gateway's traffic (prompt drift): the distinct
 request prompts of the model's traffic store in a time window against the champion's training data — its
 instruction records' user turns, scrubbed as the prompts are (``tasks.drift.prompts``). Too few prompts:
-"too little traffic", no event. On drift it emits the same event with ``source: traffic`` in the payload and,
-as ``new_data``, the window's prompts written as a data drop; once per champion (a blocked retrain is not
-started again every hour). The same prompts checked again against the same reference: the earlier result.
+"too little traffic", no event. On drift it emits the same event, for the resource ``tunegate.traffic.<model>``
+(so the retrain trigger on ``tunegate.dataset.*`` does not train on prompts that have no answers), with
+``source: traffic`` in the payload and, as ``new_data``, the window's prompts written as a file; once per
+champion. The same prompts checked again against the same reference: the earlier result.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tasks.core.state import StatePaths, new_run_id
 
 DRIFT_EVENT = "tunegate.data.drift"
 RESOURCE_PREFIX = "tunegate.dataset."
+TRAFFIC_RESOURCE_PREFIX = "tunegate.traffic."
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 MIN_PROMPTS = 30
 
@@ -142,11 +144,8 @@ def drift_monitor(
             rep.update(decision="no new data", note=f"new data path does not exist: {path}", report=None)
             log.info("no new data for %s: %s does not exist", dataset, path)
             return finish(rep, None)
-        ref = find_reference(config, reference, str(state.home), str(state.drift / ".champion"))
-        rep["reference"] = ref.model_dump()
-        if not ref.texts_snapshot:
-            rep.update(decision="no reference", note=ref.description)
-            log.warning("no reference for %s: %s", dataset, ref.description)
+        ref = _reference(rep, config, reference, state, dataset)
+        if ref is None:
             return finish(rep, out)
         drop = read_drop(str(path), config, str(state.snapshots))
         rep["new"] = drop
@@ -226,11 +225,8 @@ def prompt_drift(
                        note=f"{window.describe()} in {window.folder}: fewer than {rep['min_prompts']}, no decision")
             log.info("too little traffic for %s: %s", model, window.describe())
             return finish(rep, None)
-        ref = find_reference(config, reference, str(state.home), str(state.drift / ".champion"))
-        rep["reference"] = ref.model_dump()
-        if not ref.texts_snapshot:
-            rep.update(decision="no reference", note=ref.description)
-            log.warning("no reference for %s: %s", model, ref.description)
+        ref = _reference(rep, config, reference, state, model)
+        if ref is None:
             return finish(rep, out)
         snap = ref.pii_snapshot or ref.texts_snapshot  # scrubbed as the prompts are, when there is one
         key = {"dataset": dataset, "window": window.fingerprint,
@@ -276,6 +272,17 @@ def prompt_drift(
         close_clients()
 
 
+def _reference(rep: dict[str, Any], config, reference: str | None, state, what: str):
+    """The reference to compare with (recorded in ``rep``), or None when there is none (and ``rep`` says so)."""
+    ref = find_reference(config, reference, str(state.home), str(state.drift / ".champion"))
+    rep["reference"] = ref.model_dump()
+    if ref.texts_snapshot:
+        return ref
+    rep.update(decision="no reference", note=ref.description)
+    get_run_logger().warning("no reference for %s: %s", what, ref.description)
+    return None
+
+
 def emit_drift(rep: dict[str, Any]) -> dict[str, Any]:
     """Emit the drift event; returns what was emitted (id, event, resource, payload)."""
     from prefect.events import emit_event
@@ -295,7 +302,11 @@ def emit_drift(rep: dict[str, Any]) -> dict[str, Any]:
         w = rep["window"]
         payload.update(model=rep["model"], window={k: w.get(k) for k in ("since", "until", "requests", "prompts",
                                                                           "versions", "fingerprint")})
-    resource = {"prefect.resource.id": f"{RESOURCE_PREFIX}{rep['dataset']}", "prefect.resource.name": rep["dataset"]}
+    # prompt drift names the model's traffic, not a dataset: the retrain deployment's drift trigger (tunegate.dataset.*)
+    # trains on a drifted drop's documents, and a window of prompts has no answers to train on
+    resource_id = (f"{TRAFFIC_RESOURCE_PREFIX}{rep['model']}" if rep.get("source") == "traffic"
+                   else f"{RESOURCE_PREFIX}{rep['dataset']}")
+    resource = {"prefect.resource.id": resource_id, "prefect.resource.name": rep["dataset"]}
     event = emit_event(event=DRIFT_EVENT, resource=resource, payload=payload)
     return {"event": DRIFT_EVENT, "resource": resource["prefect.resource.id"], "id": str(event.id) if event else None,
             "payload": payload}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -211,3 +212,26 @@ def test_traffic_store_scrubs_bounds_and_joins_corrections(tmp_path, scrubber):
     old = files[0]
     os.utime(old, (time.time() - 40 * 86400,) * 2)
     assert old in store.enforce_bounds() and not old.exists()
+
+
+def test_the_vllm_engine_asked_for_where_it_cannot_run_fails_saying_why(tmp_path):
+    """On a machine without vLLM or a GPU, `--engine vllm` stops at once with the reason (auto falls back to
+    transformers: every other gateway test)."""
+    from conftest import TUNEGATE
+    from tasks.serve.vllm_versions import vllm_missing
+
+    why = vllm_missing()
+    if why is None:  # a GPU machine with vLLM: auto picks it
+        from flows.cli.gateway import _versions
+        from tasks.serve.vllm_versions import VllmVersions
+
+        assert isinstance(_versions("auto", f"sqlite:///{tmp_path / 'm.db'}", NAME, tmp_path), VllmVersions)
+        return
+    env = {**os.environ, "TUNEGATE_HOME": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([str(TUNEGATE), "gateway", "--engine", "vllm", "--port", "1"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"--engine vllm: {why}" in proc.stderr + proc.stdout
+    bogus = subprocess.run([str(TUNEGATE), "gateway", "--engine", "tgi", "--port", "1"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert bogus.returncode == 1 and "choose auto, vllm or transformers" in bogus.stderr + bogus.stdout

@@ -151,7 +151,7 @@ def test_prompts_of_another_kind_drift_and_emit_the_event_once(prompt_champion, 
     fired = {c["name"] for c in first["checks"] if c["drifted"]}
     assert "oov_rate_increase" in fired and len(fired) >= 2, first["markdown"]  # words the champion does not know
     event = first["event"]
-    assert event["id"] and event["resource"] == "tunegate.dataset.traffic-pd-other"
+    assert event["id"] and event["resource"] == "tunegate.traffic.pd-other"  # not a dataset: no drop retrain
     assert event["payload"]["source"] == "traffic" and event["payload"]["model"] == "pd-other"
     assert event["payload"]["window"]["prompts"] == 40 and event["payload"]["reference"]["kind"] == "champion"
     drop = [json.loads(line) for line in Path(event["payload"]["new_data"]).read_text().splitlines()]

@@ -24,6 +24,9 @@ def gateway(
                                                 "rollout file are read")] = 2.0,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, max=4096, help="most tokens a request "
                                                       "may ask for (default: the config's)")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="auto: vLLM when it is installed and a CUDA GPU is "
+                                        "visible, else transformers; vllm: multi-LoRA with continuous batching "
+                                        "(GPU); transformers: one generation at a time (CPU or GPU)")] = "auto",
 ) -> None:
     """Serve @champion OpenAI-style (/v1/completions, /v1/chat/completions, /v1/models, /v1/feedback, /metrics);
     promote and rollback move the traffic without a restart, and the rollout file splits it (blue-green, canary,
@@ -35,7 +38,6 @@ def gateway(
     from tasks.serve.app import create_app
     from tasks.serve.gateway import Gateway
     from tasks.serve.rollout import RolloutFile
-    from tasks.serve.versions import ServedVersions
 
     _log_to_stderr()
     state = StatePaths.from_env()
@@ -49,13 +51,26 @@ def gateway(
         rollout_file = RolloutFile(rollout_path)
     except (RegistryUnreachable, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    served = ServedVersions(uri, model_name, state.serving / model_name)
+    served = _versions(engine, uri, model_name, state.serving / model_name)
     scrubber = AnswerScrubber(cfg.pii if serving.scrub_answers else None)
     gw = Gateway(served, rollout_file, scrubber, state.traffic / model_name, serving.traffic, guardrails)
-    typer.echo(f"gateway for {model_name} on http://{host}:{port}/v1 (registry {uri}; rollout "
+    typer.echo(f"gateway for {model_name} on http://{host}:{port}/v1 (registry {uri}; {served.engine_name}; rollout "
                f"{rollout_file.settings.strategy} from {rollout_path}); ready once @champion is loaded (/readyz); "
                "Ctrl-C stops")
     uvicorn.run(create_app(gw, poll_seconds), host=host, port=port, log_level="warning")
+
+
+def _versions(engine: str, uri: str, model_name: str, cache: Path):
+    """The versions served, on the engine asked for (``auto``: vLLM where it can run)."""
+    from tasks.serve.versions import ServedVersions
+    from tasks.serve.vllm_versions import VllmVersions, vllm_missing
+
+    if engine not in ("auto", "vllm", "transformers"):
+        fail(f"--engine {engine!r}: choose auto, vllm or transformers")
+    why = vllm_missing() if engine != "transformers" else "asked for transformers"
+    if engine == "vllm" and why:
+        fail(f"--engine vllm: {why}")
+    return ServedVersions(uri, model_name, cache) if why else VllmVersions(uri, model_name, cache)
 
 
 def _log_to_stderr() -> None:

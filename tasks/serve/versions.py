@@ -39,6 +39,7 @@ class Version:
     adapter: str | None
     tokenizer: Any
     fingerprint: str | None = None
+    tokenizer_dir: str | None = None
     model: Any = None  # a model loaded on its own (not a LoRA adapter on the shared base)
     load_seconds: float = 0.0
 
@@ -56,6 +57,8 @@ class AliasMap:
 
 
 class ServedVersions:
+    engine_name = "transformers, one generation at a time"
+
     def __init__(self, tracking_uri: str, model_name: str, cache: Path) -> None:
         self.tracking_uri, self.model_name, self.cache = tracking_uri, model_name, Path(cache)
         self.pool = ModelPool()
@@ -110,26 +113,34 @@ class ServedVersions:
         return found
 
     def _load(self, number: str) -> Version:
+        start = time.perf_counter()
+        version = self._fetch(number)
+        self._attach(version)
+        version.load_seconds = round(time.perf_counter() - start, 3)
+        log.info("loaded %s v%s in %.2f s", self.model_name, number, version.load_seconds)
+        return version
+
+    def _fetch(self, number: str) -> Version:
+        """Download the version's base, adapter and tokenizer folders from the registry."""
         from transformers import AutoTokenizer
 
         from tasks.registry.artifacts import model_artifacts
 
-        start = time.perf_counter()
         arts = model_artifacts(self.tracking_uri, self.model_name, number, self.cache / number)
         if arts is None:
             raise LookupError(f"{self.model_name} v{number} is not in the registry")
-        adapter = arts.get("adapter")
-        version = Version(number=number, base=arts["base"], adapter=adapter, fingerprint=arts.get("base_fingerprint"),
-                          tokenizer=AutoTokenizer.from_pretrained(arts["tokenizer"]))
+        return Version(number=number, base=arts["base"], adapter=arts.get("adapter"),
+                       fingerprint=arts.get("base_fingerprint"), tokenizer_dir=arts["tokenizer"],
+                       tokenizer=AutoTokenizer.from_pretrained(arts["tokenizer"]))
+
+    def _attach(self, version: Version) -> None:
+        """Put the version's LoRA adapter on the shared base (or load a full model on its own)."""
         with self.lock:  # attaching an adapter changes the model a running generation uses
-            if adapter and not is_lora(adapter):
-                version.model = load_model(version.base, adapter)
+            if version.adapter and not is_lora(version.adapter):
+                version.model = load_model(version.base, version.adapter)
             else:
-                with self.pool.use(version.adapter_name, version.base, adapter, version.fingerprint):
+                with self.pool.use(version.adapter_name, version.base, version.adapter, version.fingerprint):
                     pass
-        version.load_seconds = round(time.perf_counter() - start, 3)
-        log.info("loaded %s v%s in %.2f s", self.model_name, number, version.load_seconds)
-        return version
 
     # ----------------------------------------------------------------------------------- generation
 
