@@ -32,3 +32,17 @@ def test_clean_on_cluster_matches_in_process(tmp_path):
     assert on_cluster.manifest()["stats"] == in_process.manifest()["stats"]
     assert len(snapshot.shard_paths(on_cluster)) == 6
     assert isinstance(snapshot.read_table(on_cluster), pa.Table)
+
+
+def test_code_versions_are_the_stage_modules_constants():
+    """What a shard result carries to say which code computed it (tests/test_worker_code_version.py runs the
+    check on a cluster): the stage module's CODE_VERSION constants, looked up through ``OnShardTable``."""
+    from tasks.core.executor import OnShardTable, code_versions
+    from tasks.data import clean
+    from tasks.data.quality import settings as quality
+
+    assert code_versions(OnShardTable(getattr(clean, "_clean_shard"))) == {
+        "tasks.data.clean.CODE_VERSION": clean.CODE_VERSION,
+        "tasks.data.clean.QUALITY_CODE_VERSION": quality.CODE_VERSION,
+    }
+    assert code_versions(_square) == {}  # a module without any: nothing to compare

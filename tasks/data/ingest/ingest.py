@@ -241,7 +241,7 @@ def ingest_to_snapshot(paths: list[str | Path], settings: IngestSettings, dask_s
         pending: list[dict] = []
         documents = 0
         for docs, bad in map_shards(_ingest_batch, batches, dask_settings, settings, commits,
-                                    sizes=[len(b) for b in batches], unit="files"):
+                                    sizes=[len(b) for b in batches], unit="files", stage="ingest"):
             quarantined.extend(bad)
             pending.extend(docs)
             documents += len(docs)
