@@ -7,7 +7,7 @@ Data: presidio-research's synth_dataset_v2.json (full_text + spans with entity_t
 
 Leak rate, per gold entity type: the share of gold PII strings still present verbatim in the scrubbed text.
 Precision, per type that was replaced: the share of replaced spans (the analyzer's findings after the score
-threshold, plus tunegate's propagated names) that overlap a gold span of any type.
+threshold) that overlap a gold span of any type.
 
 Vanilla: one ``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` per document, the same spaCy model
 (en_core_web_sm, its whole pipeline), the same entity list and score threshold, the replace operator.

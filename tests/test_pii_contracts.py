@@ -7,8 +7,10 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT
+from flows.config import ConfigError, load_config
 from tasks.data.contracts import frame_for_contract, validate_frame
 from tasks.data.pii.settings import PiiSettings
 from tasks.data.pii.scrub import scrub_documents, scrub_texts
@@ -95,13 +97,19 @@ def test_missing_suite_names_the_path(tmp_path):
         validate_frame(frame(goods(1)), tmp_path / "nope.json")
 
 
-def test_names_found_once_are_scrubbed_everywhere_in_the_shard():
+def test_a_documents_output_does_not_depend_on_the_documents_scrubbed_with_it():
+    """No name propagation across documents (pii-6): a name the NER finds in one document is not scrubbed in
+    another because they share a shard, and a false positive does not spread either ("Via Roma" is a name in the
+    first Via Roma text's context; pii-5 made the second "974 <PERSON> 131")."""
     docs = [{"doc_id": "1", "text": "The data owner for this corpus is Priya Raman; she approves access."},
-            {"doc_id": "2", "text": "Ticket 2: Priya Raman wrote from priya.raman@example.com asking why."}]
-    alone = scrub_documents(docs[1:], PiiSettings(propagate=[]), Counter())
+            {"doc_id": "2", "text": "Ticket 2: Priya Raman wrote from priya.raman@example.com asking why."},
+            {"doc_id": "3", "text": "Josef had given Josef his address: 6138 Via Roma 131"},
+            {"doc_id": "4", "text": "974 Via Roma 131\n Apt. 425\n Montafia\n Italy 39767"}]
     together = scrub_documents(docs, PiiSettings(), Counter())
-    assert "Priya Raman" in alone[0]["text"]  # the NER model alone misses this one ...
-    assert all("Priya Raman" not in d["text"] for d in together)  # ... propagation catches it
+    alone = [scrub_documents([d], PiiSettings(), Counter())[0] for d in docs]
+    assert together == alone
+    assert "<PERSON>" in together[0]["text"] and "<PERSON> 131" in together[2]["text"]
+    assert "974 <PERSON>" not in together[3]["text"]
 
 
 def test_metadata_strings_are_scrubbed_too():
@@ -138,3 +146,35 @@ def test_a_failed_contract_names_the_offending_documents_with_the_match_masked(t
         {**result.model_dump(mode="json"), "failures": result.failures}]})
     assert "Documents failing `expect_column_sum_to_be_between` on `residual_pii`" in md
     assert "`sports/results-1.txt`" in md and "3333" not in md
+
+
+# ------------------------------------------------------------------------------------------ loud configuration
+
+@pytest.mark.parametrize("section, field, message", [
+    ({"entities": ["EMAIL", "PHONE"]}, "pii.entities", "unknown PII entity types ['EMAIL', 'PHONE']"),
+    ({"entities": ["person", "Email_Adress"]}, "pii.entities", "unknown PII entity types ['EMAIL_ADRESS']"),
+    ({"operators": {"EMAIL": "mask"}}, "pii.operators", "unknown PII entity types ['EMAIL']"),
+    ({"propagate": ["PERSN"]}, "pii.propagate", "unknown PII entity types ['PERSN']"),
+    ({"propagate": ["PERSON"]}, "pii.propagate", "name propagation was removed"),
+])
+def test_unknown_entity_names_fail_at_config_load_naming_the_field_and_the_valid_names(tmp_path, section, field,
+                                                                                      message):
+    from tasks.data.pii.settings import KNOWN_ENTITIES
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"pii": section}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "\n" not in text and f"{field}: " in text and message in text, text
+    if "unknown" in message:
+        assert all(name in text for name in KNOWN_ENTITIES), text
+
+
+def test_known_entity_names_load_in_any_case(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"pii": {"entities": ["email_address", " Phone_Number", "US_PASSPORT"],
+                                            "operators": {"phone_number": "mask"}, "propagate": []}}))
+    pii = load_config(path).pii
+    assert pii.entities == ["EMAIL_ADDRESS", "PHONE_NUMBER", "US_PASSPORT"]
+    assert pii.operators == {"PHONE_NUMBER": "mask"}

@@ -214,6 +214,39 @@ def test_placeholders_are_not_scrubbed_again():
     assert out == text and not found
 
 
+@pytest.mark.parametrize("text, secret", [
+    ("aws key <AKIAIOSFODNN7EXAMPLE> in the file", "AKIAIOSFODNN7EXAMPLE"),
+    ("the token is <ghp_1234567890abcdefGHIJKLMNOPQRSTUVwxyz>", "ghp_1234567890abcdefGHIJKLMNOPQRSTUVwxyz"),
+    ("pay to IBAN <GB82WEST12345698765432> today", "GB82WEST12345698765432"),
+])
+def test_only_the_configured_operators_placeholders_are_skipped(text, secret):
+    """Anything else in angle brackets is scrubbed like any other text."""
+    (out, found), = scrub_texts([text], PiiSettings())
+    assert secret not in out and found, out
+
+
+def test_placeholders_follow_the_operators():
+    from tasks.data.pii.settings import placeholder_pattern
+
+    settings = PiiSettings(entities=["EMAIL_ADDRESS", "PERSON", "API_KEY"], operators={"PERSON": "mask"})
+    pattern = placeholder_pattern(settings)
+    assert pattern.fullmatch("<EMAIL_ADDRESS>") and pattern.fullmatch("<API_KEY>")
+    assert not pattern.fullmatch("<PERSON>") and not pattern.fullmatch("<CREDIT_CARD>")
+    assert not pattern.search("<AKIAIOSFODNN7EXAMPLE>") and not pattern.search("<EMAIL_ADDRESS_X>")
+    assert not placeholder_pattern(PiiSettings(operator="hash")).search("<PERSON> <EMAIL_ADDRESS>")
+
+
+def test_the_known_entity_names_are_what_the_analyzer_supports():
+    """KNOWN_ENTITIES (checked at config load, without loading Presidio) against the analyzer's own list: the
+    names it supports beyond them are labels only other NER models give (en_core_web_sm has no EMAIL, ID, AGE)."""
+    from tasks.data.pii.settings import KNOWN_ENTITIES
+
+    engine = engine_for("en_core_web_sm", "en")
+    supported = set(engine.analyzer.get_supported_entities("en"))
+    assert set(KNOWN_ENTITIES) <= supported
+    assert supported - set(KNOWN_ENTITIES) == {"EMAIL", "ID", "AGE"}
+
+
 # ------------------------------------------------------------------------------------------ operators
 
 SAMPLE = ("Please ask Maria Gonzalez in Chicago. Write to maria.gonzalez@example.org or call +1 415-555-0132; "
@@ -350,19 +383,3 @@ def test_long_texts_are_scrubbed_in_pieces_with_offsets_kept():
         if entity == "EMAIL_ADDRESS":
             assert text[start:end] == "a.b@example.com"
     assert out.count(line) == 95  # nothing else touched, nothing lost or doubled at the cuts
-
-
-def test_names_propagate_only_as_whole_words():
-    from presidio_analyzer import RecognizerResult
-
-    from tasks.data.pii.scrub import propagated_spans
-
-    texts = ["The data owner is Priya Raman; she approves access.",
-             "Priya Ramanathan met Priya Raman's team and Priya Raman_x; Priya Raman.",
-             "Dr. Priya Raman-Iyer"]
-    found = [[RecognizerResult("PERSON", 18, 29, 0.85)], [], []]
-    extra = propagated_spans(texts, found, PiiSettings())
-    assert extra[0] == []  # already covered
-    assert [texts[1][r.start:r.end] for r in extra[1]] == ["Priya Raman", "Priya Raman"]
-    assert [(r.start, r.entity_type) for r in extra[1]] == [(21, "PERSON"), (texts[1].rindex("Priya"), "PERSON")]
-    assert [texts[2][r.start:r.end] for r in extra[2]] == ["Priya Raman"]  # '-' ends a word, as \\b says

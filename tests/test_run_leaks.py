@@ -10,12 +10,18 @@ and the MLflow run's params, tags, metric keys and artifacts read back through M
 
 By design the ingest, clean and dedup snapshots hold raw text: they are excluded from the search, and the test
 checks that the raw strings are in them (so the search could find them) and nowhere else.
+
+The run is multi-shard (ingest writes SHARD_SIZE documents to a shard, so the PII stage scrubs ~10 shards) with
+the quality filters off (so the gold records reach the scrubber), and what the scrubber misses is held to a
+budget: no gold string of a structured type (e-mail, phone, card, SSN, IBAN, IP, the planted secrets) may survive
+into the curated snapshot, and at most NAMES_PLACES_CEILING of the names and places that reach the scrubber.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -30,18 +36,46 @@ STRUCTURED = {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CO
 NAMES_PLACES = {"PERSON", "GPE", "LOCATION"}
 RAW_STAGES = ("ingest", "clean", "dedup")
 RUN_ID = "leaky"
+SHARD_SIZE = 40  # documents per shard: the ~400 documents of the run make ~10 shards
+# gold strings of each kind allowed to survive the scrubber into the curated snapshot
+SURVIVOR_BUDGET = {"EMAIL_ADDRESS": 0, "PHONE_NUMBER": 0, "CREDIT_CARD": 0, "US_SSN": 0, "IBAN_CODE": 0,
+                   "IP_ADDRESS": 0, "SECRET": 0}
+NAMES_PLACES_CEILING = 0.35  # share of the gold names and places that reach the scrubber; measured 19 of 70 (pii-6)
 
 
 def gold() -> tuple[list[dict], dict[str, set[str]]]:
     """The samples with structured PII, and the gold strings by kind ("structured", "names_places")."""
+    return _gold()[:2]
+
+
+def structured_types() -> dict[str, str]:
+    """Each structured gold string's type (SURVIVOR_BUDGET's keys)."""
+    return _gold()[2]
+
+
+def _planted_type(value: str) -> str:
+    if "@" in value:
+        return "EMAIL_ADDRESS"
+    if re.fullmatch(r"[\d ]+", value) and sum(c.isdigit() for c in value) >= 13:
+        return "CREDIT_CARD"
+    if re.fullmatch(r"[+\d() -]+", value):
+        return "PHONE_NUMBER"
+    return "SECRET"  # the planted API key and password
+
+
+def _gold() -> tuple[list[dict], dict[str, set[str]], dict[str, str]]:
     samples = [s for s in json.loads(SYNTH.read_text()) if any(sp["entity_type"] in STRUCTURED for sp in s["spans"])]
     structured = {sp["entity_value"] for s in samples for sp in s["spans"] if sp["entity_type"] in STRUCTURED}
     planted = json.loads(PLANTED.read_text())["pii"]
     structured |= {p for p in planted if any(ch.isdigit() for ch in p) or "@" in p}
     names = {sp["entity_value"] for s in samples for sp in s["spans"] if sp["entity_type"] in NAMES_PLACES}
     names |= {p for p in planted if not any(ch.isdigit() for ch in p) and "@" not in p}
-    return samples, {"structured": {g for g in structured if len(g) >= 7},
-                     "names_places": {g for g in names if len(g) >= 5}}
+    types = {sp["entity_value"]: sp["entity_type"] for s in samples for sp in s["spans"]
+             if sp["entity_type"] in STRUCTURED}
+    types |= {p: _planted_type(p) for p in planted if p in structured and p not in types}
+    structured = {g for g in structured if len(g) >= 7}
+    return (samples, {"structured": structured, "names_places": {g for g in names if len(g) >= 5}},
+            {g: types[g] for g in structured})
 
 
 def texts_of(path: Path, tokenizer_dir: Path | None) -> str:
@@ -76,7 +110,9 @@ def leaky(tmp_path_factory, extensions_dir):
     work = tmp / "work"  # the command's working folder: anything written there is searched too
     work.mkdir()
     home = work / "state"
-    config = tiny_config(tmp, [data])
+    # quality filters off: they would drop most of the short synthetic records (only ~106 of the gold strings
+    # reached the scrubber with them on), and a dropped record cannot test the scrubber
+    config = tiny_config(tmp, [data], ingest={"shard_size": SHARD_SIZE}, clean={"quality": {"enabled": False}})
     env = {**os.environ, **SLOW_START, "TUNEGATE_HOME": str(home)}
     for key in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TUNEGATE_DASK_ADDRESS"):
         env.pop(key, None)
@@ -120,6 +156,30 @@ def _survivors(leaky) -> set[str]:
     """Gold strings the scrubber missed: they are in the curated snapshot (its recall, not a leak)."""
     curated = "\n".join(texts_of(p, None) for p in Path(leaky["report"]["snapshots"]["pii"]["path"]).glob("*.parquet"))
     return found_in(curated, leaky["strings"]["structured"])
+
+
+def _into_pii(leaky, strings: set[str]) -> set[str]:
+    """The ``strings`` in the PII stage's input (the dedup snapshot): what the scrubber had to find."""
+    return found_in("\n".join(texts_of(p, None) for p in (leaky["home"] / "snapshots" / "dedup").rglob("*.parquet")),
+                    strings)
+
+
+def test_the_scrubber_keeps_to_its_survivor_budget_on_a_multi_shard_run(leaky):
+    """What the scrubber missed, by type, against SURVIVOR_BUDGET: 0 for every structured type."""
+    from tasks.core import snapshot
+
+    pii = Path(leaky["report"]["snapshots"]["pii"]["path"])
+    assert len(snapshot.shard_paths(pii)) >= 5, "the run was meant to scrub several shards"
+    types = structured_types()
+    assert set(types.values()) == set(SURVIVOR_BUDGET)
+    reached = _into_pii(leaky, leaky["strings"]["structured"])
+    assert len(reached) >= 300, len(reached)
+    survivors = _survivors(leaky)
+    by_type = Counter(types[s] for s in survivors)
+    over = {t: sorted(s for s in survivors if types[s] == t)[:5] for t, n in by_type.items() if n > SURVIVOR_BUDGET[t]}
+    assert over == {}, over
+    print(f"\nFIGURE survivors: {len(reached)} gold structured strings went into the PII stage "
+          f"({len(snapshot.shard_paths(pii))} shards); survivors by type {dict(by_type)} (budget: 0 for each)")
 
 
 # data derived from the curated snapshot: what the scrubber missed is expected there, and only there
@@ -196,7 +256,7 @@ def test_no_pii_in_mlflow_run_or_model(leaky):
 
 
 def test_names_and_places_count(leaky):
-    """Names and places are caught by the NER model, which misses some: counted, not asserted to zero."""
+    """Names and places are caught by the NER model, which misses some: counted, and held under a ceiling."""
     names = leaky["strings"]["names_places"]
     outputs = _outputs(leaky)
     in_curated = found_in("\n".join(texts_of(p, None) for p in Path(leaky["report"]["snapshots"]["pii"]["path"])
@@ -206,6 +266,8 @@ def test_names_and_places_count(leaky):
         if not any(part in f"/{name}" for part in CURATED_DATA):
             for s in found_in(text, names):
                 outside[name] += 1
-    print(f"\nFIGURE names/places: {len(in_curated)} of {len(names)} gold names and places survive scrubbing in the "
-          f"curated snapshot; files outside curated data holding any: {dict(outside)}")
-    assert len(in_curated) < len(names)
+    reached = _into_pii(leaky, names)
+    print(f"\nFIGURE names/places: {len(in_curated)} of {len(reached)} gold names and places that reached the scrubber "
+          f"({len(names)} in all) survive in the curated snapshot; files outside curated data holding any: "
+          f"{dict(outside)}")
+    assert len(reached) >= 50 and len(in_curated) <= NAMES_PLACES_CEILING * len(reached), sorted(in_curated)

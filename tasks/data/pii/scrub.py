@@ -13,66 +13,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.pii.engine import engine_for
 from tasks.data.pii.operators import Operators
-from tasks.data.pii.settings import PiiSettings, PLACEHOLDER
+from tasks.data.pii.settings import PiiSettings, placeholder_pattern
 
 
-CODE_VERSION = "pii-5"
+CODE_VERSION = "pii-6"  # pii-6: no name propagation across documents; only the configured placeholders kept
 
 
-def propagated_spans(texts: list[str], analyses: list[list], settings: PiiSettings) -> list[list]:
-    """Extra results for every other occurrence of a multi-word entity string found anywhere in ``texts``.
-
-    Linear in the total text length however many strings were found: each word start is looked up in a table
-    of the strings that begin with that word.
-    """
-    from presidio_analyzer import RecognizerResult
-
-    found: dict[str, str] = {}
-    for text, results in zip(texts, analyses):
-        for r in results:
-            value = text[r.start : r.end].strip()
-            if r.entity_type in settings.propagate and len(value.split()) >= 2:
-                found.setdefault(value, r.entity_type)
-    if not found:
-        return [[] for _ in texts]
-    by_first: dict[str, list[str]] = {}
-    odd = []  # strings that do not start with a word character
-    for value in sorted(found, key=len, reverse=True):
-        m = _WORD.match(value)
-        (by_first.setdefault(m.group(), []) if m else odd).append(value)
-    odd_pattern = re.compile(r"\b(" + "|".join(re.escape(v) for v in odd) + r")\b") if odd else None
-    extra = []
-    for text, results in zip(texts, analyses):
-        covered = [(r.start, r.end) for r in results]
-        spans, pos = [], 0
-        for w in _WORD.finditer(text):
-            if w.start() < pos:
-                continue
-            for value in by_first.get(w.group(), ()):
-                end = w.start() + len(value)
-                if text.startswith(value, w.start()) and _boundary(text, end):
-                    spans.append((w.start(), end, found[value]))
-                    pos = end
-                    break
-        if odd_pattern is not None:
-            spans += [(m.start(), m.end(), found[m.group(1)]) for m in odd_pattern.finditer(text)]
-        extra.append([RecognizerResult(entity, s, e, 0.85) for s, e, entity in spans
-                      if not any(a <= s < b or a < e <= b for a, b in covered)])
-    return extra
-
-
-_WORD = re.compile(r"\w+")
-
-
-def _boundary(text: str, i: int) -> bool:
-    """Whether regex \\b holds at position i."""
-    before = i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")
-    after = i < len(text) and (text[i].isalnum() or text[i] == "_")
-    return before != after
-
-
-def _outside_placeholders(text: str, results: list) -> list:
-    """Results outside the ``<TYPE>`` placeholders a previous scrub left.
+def _outside_placeholders(text: str, results: list, placeholders: re.Pattern) -> list:
+    """Results outside the placeholders a previous scrub left (``placeholders``: placeholder_pattern's).
 
     A result inside a placeholder is dropped; one that starts or ends inside a placeholder (the NER may take
     "PHONE_NUMBER>" and the word after it for a name) is trimmed to the part outside it, and dropped when
@@ -81,7 +29,7 @@ def _outside_placeholders(text: str, results: list) -> list:
     """
     if "<" not in text:
         return results
-    spots = [(m.start(), m.end()) for m in PLACEHOLDER.finditer(text)]
+    spots = [(m.start(), m.end()) for m in placeholders.finditer(text)]
     if not spots:
         return results
     from presidio_analyzer import RecognizerResult
@@ -168,9 +116,8 @@ def scrub_texts_with_spans(texts: list[str], settings: PiiSettings) -> list[tupl
     unique = list(dict.fromkeys(flat))
     analyze = engine.analyze_fast if settings.engine == "fast" else engine.analyze_presidio
     by_text = dict(zip(unique, analyze(unique, settings)))
-    analyses = [_outside_placeholders(p, by_text[p]) for p in flat]
-    if settings.propagate:
-        analyses = [a + e for a, e in zip(analyses, propagated_spans(flat, analyses, settings))]
+    placeholders = placeholder_pattern(settings)
+    analyses = [_outside_placeholders(p, by_text[p], placeholders) for p in flat]
 
     out, k = [], 0
     for ps in pieces_of:
@@ -189,8 +136,9 @@ def scrub_texts_with_spans(texts: list[str], settings: PiiSettings) -> list[tupl
 def scrub_documents(docs: list[dict[str, Any]], settings: PiiSettings, found: Counter) -> list[dict]:
     """Documents with PII replaced in their text and in their metadata's string values.
 
-    The whole list is analysed together, so a name found in one document is scrubbed in the others too.
-    ``found`` counts entities by type; each document gets a ``pii_found`` column with its own counts.
+    Each document's output depends on that document alone, not on the others in the list (so not on how a
+    snapshot is sharded): the list is analysed in batches only for speed. ``found`` counts entities by type;
+    each document gets a ``pii_found`` column with its own counts.
     """
     metas = [json.loads(d.get("metadata") or "{}") for d in docs]
     meta_keys = [[k for k, v in m.items() if isinstance(v, str) and v.strip()] for m in metas]

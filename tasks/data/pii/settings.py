@@ -6,6 +6,7 @@ No Presidio import here: the config and the evaluation read these without loadin
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,10 +24,16 @@ PRESIDIO_ENTITIES = [
     "LOCATION",
 ]
 DEFAULT_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
+# every entity type the engine can find with en_core_web_sm: Presidio's predefined recognizers for English, the
+# NER's labels as Presidio maps them, and the secrets (tests/test_pii_fast.py checks it against the analyzer)
+KNOWN_ENTITIES = sorted({
+    *DEFAULT_ENTITIES, "ORGANIZATION", "NRP", "DATE_TIME", "URL", "CRYPTO", "MAC_ADDRESS", "UUID", "MEDICAL_LICENSE",
+    "UK_NHS", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT",
+})
 # spaCy labels that map to no Presidio entity: left out instead of logged once per document
 IGNORED_NER_LABELS = ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "WORK_OF_ART", "LAW", "LANGUAGE",
                       "EVENT", "PRODUCT"]
-PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")  # the shape of a placeholder; the scrubber uses placeholder_pattern
 Operator = Literal["replace", "mask", "hash", "redact", "encrypt"]
 
 
@@ -62,17 +69,53 @@ class PiiSettings(BaseModel):
         "recognizers for the structured values Presidio's own miss (tests/RELIABILITY.md)",
     )
     propagate: list[str] = Field(
-        default_factory=lambda: ["PERSON"],
-        description="entity types whose multi-word strings, once found, are scrubbed wherever else they occur "
-        "in the same shard (the NER model misses names in some contexts it finds in others)",
+        default_factory=list,
+        description="must be empty: pii-5 scrubbed a name found in one document wherever else it occurred in the "
+        "shard, which made a document's output depend on its shard and spread false positives; measured on gold "
+        "data it caught almost no more names and mostly spread non-names (bench/pii_propagation.py), so it was removed",
     )
 
-    @field_validator("entities", "propagate")
+    @field_validator("entities")
     @classmethod
-    def _upper(cls, v: list[str]) -> list[str]:
-        return [e.strip().upper() for e in v]
+    def _known(cls, v: list[str]) -> list[str]:
+        v = [e.strip().upper() for e in v]
+        _check_known(v)
+        return v
+
+    @field_validator("propagate")
+    @classmethod
+    def _no_propagation(cls, v: list[str]) -> list[str]:
+        v = [e.strip().upper() for e in v]
+        _check_known(v)
+        if v:
+            raise ValueError("name propagation was removed in pii-6 (a document's output depended on its shard and "
+                             "false positives spread; bench/pii_propagation.py): leave propagate out")
+        return v
 
     @field_validator("operators")
     @classmethod
-    def _upper_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k.strip().upper(): op for k, op in v.items()}
+    def _known_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        v = {k.strip().upper(): op for k, op in v.items()}
+        _check_known(list(v))
+        return v
+
+
+def _check_known(names: list[str]) -> None:
+    unknown = [e for e in names if e not in KNOWN_ENTITIES]
+    if unknown:
+        raise ValueError(f"unknown PII entity types {unknown} (known: {', '.join(KNOWN_ENTITIES)})")
+
+
+def placeholder_pattern(settings: PiiSettings) -> re.Pattern:
+    """The placeholders this configuration's operators write (``<EMAIL_ADDRESS>`` for replace on
+    EMAIL_ADDRESS): what a scrub leaves and a later scrub takes for no PII. Nothing else in angle brackets is
+    (``<AKIAIOSFODNN7EXAMPLE>`` is scrubbed like any secret)."""
+    ops = settings.operators
+    return _placeholders(tuple(e for e in settings.entities if ops.get(e, settings.operator) == "replace"))
+
+
+@lru_cache(maxsize=32)
+def _placeholders(entities: tuple[str, ...]) -> re.Pattern:
+    if not entities:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("<(?:" + "|".join(sorted(map(re.escape, set(entities)), key=len, reverse=True)) + ")>")
