@@ -1,5 +1,6 @@
-"""Near duplicates from signatures: LSH band buckets give candidate pairs, estimated Jaccard verifies them,
-union-find joins them into clusters whose first document (in input order) survives."""
+"""Near duplicates from signatures: LSH band buckets give candidate pairs, the bag-of-words sketches (or the
+signatures' estimated Jaccard) verify them, union-find joins them into clusters whose first document (in input
+order) survives."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from tasks.data.dedup.minhash import mix64
 from tasks.data.dedup.settings import DedupSettings
+from tasks.data.dedup.sketch import Sketches, sketch_jaccard
 
 _U64 = np.uint64
 _PAIR_WINDOW = 16  # in a band bucket, each document is checked against this many earlier members
@@ -84,10 +86,17 @@ class NearResult:
     link: dict[int, tuple[int, float]]
 
 
-def near_clusters(signatures: np.ndarray, usable: np.ndarray, settings: DedupSettings) -> NearResult:
-    """Cluster documents whose signatures are similar; documents with ``usable`` False stay alone."""
+def near_clusters(signatures: np.ndarray, usable: np.ndarray, settings: DedupSettings,
+                  sketches: Sketches | None = None) -> NearResult:
+    """Cluster documents whose similarity (``settings.verify``: bag-of-words Jaccard from ``sketches``, or
+    the signatures' estimated Jaccard) reaches the threshold; documents with ``usable`` False stay alone."""
     left, right = candidate_pairs(signatures, np.flatnonzero(usable), *settings.banding())
-    similarity = estimated_jaccard(signatures, left, right)
+    if settings.verify == "words":
+        if sketches is None:
+            raise ValueError("verify: words needs the documents' sketches")
+        similarity = sketch_jaccard(sketches, left, right)
+    else:
+        similarity = estimated_jaccard(signatures, left, right)
     keep = similarity >= settings.threshold
     edges = list(zip(left[keep].tolist(), right[keep].tolist(), similarity[keep].tolist()))
 

@@ -1,5 +1,5 @@
-"""MinHash signatures of texts: words as 64-bit hashes from their code points, word shingles, and the
-minimum of ``num_perm`` hash functions over a document's shingles, all in numpy.
+"""MinHash signatures of texts: words as 64-bit hashes from their code points, word (or character) shingles,
+and the minimum of ``num_perm`` hash functions over a document's shingles, all in numpy.
 
 A signature is a pure function of the text and the settings: no Python ``hash()``, no dependence on other
 documents.
@@ -74,28 +74,65 @@ def _char_values(codes: np.ndarray, bmp: np.ndarray, astral: bool) -> np.ndarray
     return values
 
 
-def word_hashes(texts: list[str], lowered: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The 64-bit hashes of the words of all ``texts`` one after another, and each text's word count.
+@dataclass
+class _Scan:
+    """Where the words of a batch of lower-cased texts lie in their code points (see ``_scan``)."""
 
-    The words are those of ``words`` (maximal runs of word characters in the lower-cased text), found on
-    the texts' code points as one numpy array instead of one Python string per word. A word's hash is
-    ``sum_k char_value(c_k) * position_weight(k) (mod 2**64)`` over its characters, mixed and made odd.
-    ``lowered``: the texts are lower-cased already.
-    """
+    values: np.ndarray  # uint64 per word character: its random-looking value
+    first: np.ndarray  # index into ``values`` of each word's first character
+    lengths: np.ndarray  # characters per word
+    words_per_text: np.ndarray  # int64 per text
+
+
+def _scan(texts: list[str], lowered: bool) -> _Scan:
+    """The word characters of all ``texts`` (maximal runs of ``\\w`` in the lower-cased text), found on the
+    texts' code points as one numpy array instead of one Python string per word."""
     lowered_texts = texts if lowered else [t.lower() for t in texts]
     codes = np.frombuffer("\n".join(lowered_texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     bmp, astral = np.minimum(codes, 0xFFFF), bool(len(codes)) and int(codes.max()) > 0xFFFF
     at = np.flatnonzero(_is_word_char(codes, bmp, astral))  # where the word characters are
     if len(at) == 0:
-        return np.zeros(0, dtype=_U64), np.zeros(len(texts), dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return _Scan(np.zeros(0, dtype=_U64), empty, empty, np.zeros(len(texts), dtype=np.int64))
     first = np.flatnonzero(np.concatenate(([True], at[1:] != at[:-1] + 1)))  # each word's first char in `at`
     lengths = np.diff(np.append(first, len(at)))
-    position = np.arange(len(at)) - np.repeat(first, lengths)
-    weighted = _char_values(codes[at], bmp[at], astral) * position_weights(int(lengths.max()))[position]
-    hashes = mix64(np.add.reduceat(weighted, first)) | _U64(1)
     text_ends = np.cumsum([len(t) + 1 for t in lowered_texts])
     words_before_end = np.searchsorted(at[first], text_ends)
-    return hashes, np.diff(np.concatenate(([0], words_before_end)))
+    return _Scan(_char_values(codes[at], bmp[at], astral), first, lengths,
+                 np.diff(np.concatenate(([0], words_before_end))))
+
+
+def word_hashes(texts: list[str], lowered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit hashes of the words of all ``texts`` one after another, and each text's word count.
+
+    The words are those of ``words``. A word's hash is ``sum_k char_value(c_k) * position_weight(k)
+    (mod 2**64)`` over its characters, mixed and made odd. ``lowered``: the texts are lower-cased already.
+    """
+    scan = _scan(texts, lowered)
+    if len(scan.first) == 0:
+        return scan.values, scan.words_per_text
+    position = np.arange(len(scan.values)) - np.repeat(scan.first, scan.lengths)
+    weighted = scan.values * position_weights(int(scan.lengths.max()))[position]
+    return mix64(np.add.reduceat(weighted, scan.first)) | _U64(1), scan.words_per_text
+
+
+_SPACE = mix64(np.array([0x20], dtype=_U64) + _U64(0x632BE59BD9B4E019))[0]  # the value of the space between words
+
+
+def char_values(texts: list[str], lowered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per text, its words joined by single spaces as one value per character (what character shingles are
+    made of: case, punctuation and spacing do not count), and each text's character count."""
+    scan = _scan(texts, lowered)
+    if len(scan.first) == 0:
+        return scan.values, scan.words_per_text
+    text_first_word = np.concatenate(([0], np.cumsum(scan.words_per_text)[:-1]))
+    inner = np.ones(len(scan.first), dtype=bool)  # a space goes before every word but a text's first
+    inner[text_first_word[scan.words_per_text > 0]] = False
+    values = np.insert(scan.values, scan.first[inner], _SPACE)
+    owner = np.repeat(np.arange(len(scan.words_per_text)), scan.words_per_text)
+    word_chars = np.bincount(owner, weights=scan.lengths, minlength=len(scan.words_per_text)).astype(np.int64)
+    counts = np.where(scan.words_per_text > 0, word_chars + scan.words_per_text - 1, 0)
+    return values, counts
 
 
 def shingle_hashes(hashes: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +201,15 @@ def minhash_signatures(shingles: np.ndarray, counts: np.ndarray, perms: Permutat
     return np.ascontiguousarray(mins.T)
 
 
+def shingles_of(texts: list[str], settings: DedupSettings, lowered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The LSH shingle hashes of ``texts`` (one after another) and how many each text has."""
+    units = word_hashes if settings.shingle_unit == "word" else char_values
+    return shingle_hashes(*units(texts, lowered), settings.shingle_size)
+
+
 def sign_texts(texts: list[str], settings: DedupSettings, perms: Permutations | None = None,
                lowered: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures of ``texts`` (uint32, one row each) and whether each has any shingle."""
     perms = perms or Permutations.from_settings(settings.num_perm, settings.seed)
-    shingles, counts = shingle_hashes(*word_hashes(texts, lowered), settings.shingle_size)
+    shingles, counts = shingles_of(texts, settings, lowered)
     return minhash_signatures(shingles, counts, perms), counts > 0
-

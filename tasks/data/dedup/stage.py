@@ -13,10 +13,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.dedup.clusters import near_clusters
-from tasks.data.dedup.minhash import Permutations, sign_texts
+from tasks.data.dedup.minhash import Permutations, char_values, minhash_signatures, shingle_hashes, word_hashes
 from tasks.data.dedup.settings import DedupSettings
+from tasks.data.dedup.sketch import Sketches, bag_sketches
 
-CODE_VERSION = "dedup-2"
+CODE_VERSION = "dedup-3"  # 3: bag-of-words verification, word 3-gram candidates (bench/dedup_study.py)
 _BATCH_DOCS = 256  # documents tokenised and signed together, at most ... (small enough to stay in cache)
 _BATCH_CHARS = 1 << 18  # ... and about this many characters (a longer document goes alone)
 
@@ -32,14 +33,17 @@ def _exact_digest(lowered: str) -> bytes:
 
 
 @dataclass
-class _Collected:
-    """What one streaming pass keeps: ids, exact groups, and signatures of the groups' first documents."""
+class Collected:
+    """What one streaming pass keeps: ids, exact groups, and signatures (and bag-of-words sketches) of the
+    groups' first documents. ``duplicates_of`` may cluster it under other verification settings (verify,
+    threshold, banding) as long as the shingles, permutations, seed and sketch size are those it was made with."""
 
     doc_ids: list[str] = field(default_factory=list)
     exact_of: dict[int, int] = field(default_factory=dict)  # position -> position of its exact group's first
     reps: list[int] = field(default_factory=list)  # positions of exact-group representatives, in order
-    signatures: list[np.ndarray] = field(default_factory=list)
-    usable: list[np.ndarray] = field(default_factory=list)
+    signatures: np.ndarray | None = None  # one row per representative (near only)
+    usable: np.ndarray | None = None
+    sketches: Sketches | None = None  # verify: words only
 
 
 def _batches(docs: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -56,11 +60,14 @@ def _batches(docs: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def _collect(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> _Collected:
+def collect(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> Collected:
     """One pass over ``docs``: exact groups, and signatures of the groups' first documents (if near)."""
-    out = _Collected()
+    out = Collected()
     first_of_key: dict[bytes, int] = {}
     perms = Permutations.from_settings(settings.num_perm, settings.seed)
+    signatures: list[np.ndarray] = []
+    usable: list[np.ndarray] = []
+    sketches: list[Sketches] = []
     for batch in _batches(docs):
         texts = []
         for doc in batch:
@@ -74,29 +81,27 @@ def _collect(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> _Collec
             out.reps.append(pos)
             texts.append(text)
         if settings.near and texts:
-            signatures, usable = sign_texts(texts, settings, perms, lowered=True)
-            out.signatures.append(signatures)
-            out.usable.append(usable)
+            hashes, lengths = word_hashes(texts, lowered=True)
+            units = (hashes, lengths) if settings.shingle_unit == "word" else char_values(texts, lowered=True)
+            shingles, counts = shingle_hashes(*units, settings.shingle_size)
+            signatures.append(minhash_signatures(shingles, counts, perms))
+            usable.append(counts > 0)
+            if settings.verify == "words":
+                sketches.append(bag_sketches(hashes, lengths, settings.sketch_size))
+    if settings.near and out.reps:
+        out.signatures, out.usable = np.concatenate(signatures), np.concatenate(usable)
+        signatures.clear()  # the batches' copies: keep one
+        out.sketches = Sketches.concat(sketches) if sketches else None
     return out
 
 
-def find_duplicates(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> dict[str, dict[str, Any]]:
-    """Map from each removed doc_id to ``{"kind": "exact"|"near", "of": surviving doc_id, ...}``.
-
-    ``of`` is always the first document of the removed one's cluster in input order, which is kept.
-    ``kind`` says how the document was found: ``"exact"`` when its normalised text equals that of ``of``
-    (or of ``match`` when given), ``"near"`` when its estimated Jaccard similarity with ``match`` (or with
-    ``of`` when no ``match`` is given) is ``jaccard`` >= threshold. Clusters are transitive: A~B and B~C
-    put A, B and C together even when A and C are further apart.
-    """
-    got = _collect(docs, settings)
+def duplicates_of(got: Collected, settings: DedupSettings) -> dict[str, dict[str, Any]]:
+    """``find_duplicates``'s answer from what ``collect`` kept."""
     ids = got.doc_ids
     survivor = {p: p for p in got.reps}  # representative position -> survivor position
     records: dict[int, dict[str, Any]] = {}  # position -> record
-    if settings.near and got.reps:
-        signatures, usable = np.concatenate(got.signatures), np.concatenate(got.usable)
-        got.signatures.clear()  # the batches' copies: keep one
-        near = near_clusters(signatures, usable, settings)
+    if settings.near and got.signatures is not None:
+        near = near_clusters(got.signatures, got.usable, settings, got.sketches)
         for k, pos in enumerate(got.reps):
             survivor[pos] = root = got.reps[near.root[k]]
             if root != pos:
@@ -109,6 +114,19 @@ def find_duplicates(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> 
         if survivor[first] != first:
             records[pos]["match"] = ids[first]
     return {ids[pos]: records[pos] for pos in sorted(records)}
+
+
+def find_duplicates(docs: Iterable[dict[str, Any]], settings: DedupSettings) -> dict[str, dict[str, Any]]:
+    """Map from each removed doc_id to ``{"kind": "exact"|"near", "of": surviving doc_id, ...}``.
+
+    ``of`` is always the first document of the removed one's cluster in input order, which is kept.
+    ``kind`` says how the document was found: ``"exact"`` when its normalised text equals that of ``of``
+    (or of ``match`` when given), ``"near"`` when its similarity with ``match`` (or with ``of`` when no
+    ``match`` is given) is ``jaccard`` >= threshold: the Jaccard of their bags of words (``verify: words``,
+    exact up to ``sketch_size`` words) or of their shingles as the signatures estimate it. Clusters are
+    transitive: A~B and B~C put A, B and C together even when A and C are further apart.
+    """
+    return duplicates_of(collect(docs, settings), settings)
 
 
 def dedup_snapshot(ref, settings: DedupSettings, store):
