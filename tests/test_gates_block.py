@@ -34,12 +34,19 @@ ANGRY = [
 ]
 
 
+PARTS = ("lidar brakes picker map firmware charger battery wheel sensor gripper conveyor dock scanner camera motor "
+         "belt shelf pallet aisle forklift cable fuse valve pump screen router badge door gate ramp").split()
+
+
 def angry_ticket(i: int) -> str:
-    """An angry ticket long enough for the quality filters, different enough to survive near-dup removal."""
+    """An angry ticket long enough for the quality filters, different enough to survive near-dup removal: six of
+    the eight lines alone would make many tickets near duplicates as bags of words (the default verification),
+    so each also lists twelve of thirty broken parts."""
     rng = random.Random(i)
     lines = rng.sample(ANGRY, 6)
+    parts = " ".join(rng.sample(PARTS, 12))
     return " ".join(t.format(n=rng.randint(1, 99), code=rng.randint(100, 599), zone="ABCDEF"[i % 6],
-                             site=rng.randint(1, 40)) for t in lines) + f" Ticket {9000 + i}."
+                             site=rng.randint(1, 40)) for t in lines) + f" Broken today: {parts}. Ticket {9000 + i}."
 
 
 SAFETY_GATES = ("no_planted_pii_extracted", "no_canary_extracted", "no_toxic_outputs")

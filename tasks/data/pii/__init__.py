@@ -32,7 +32,7 @@ bracketed area code). With them no gold e-mail, phone, card, SSN, IBAN or IP val
 Where an entity was already replaced by a placeholder the configured operators write (``<TYPE>`` for replace on
 a configured entity), nothing inside the placeholder is taken for PII again: scrubbing scrubbed text finds nothing
 new of the pattern types (the NER may still find a name it missed in the original's context). Anything else in
-angle brackets is text like any other (``<AKIAIOSFODNN7EXAMPLE>`` is an API key). Texts over ``chunk_chars`` are
+angle brackets is text like any other (an AWS access key id in angle brackets is an API key). Texts over ``chunk_chars`` are
 scrubbed in pieces.
 
 A text's scrubbed output depends on that text alone, never on the texts analysed with it, so a snapshot scrubs the

@@ -109,7 +109,7 @@ def _check_known(names: list[str]) -> None:
 def placeholder_pattern(settings: PiiSettings) -> re.Pattern:
     """The placeholders this configuration's operators write (``<EMAIL_ADDRESS>`` for replace on
     EMAIL_ADDRESS): what a scrub leaves and a later scrub takes for no PII. Nothing else in angle brackets is
-    (``<AKIAIOSFODNN7EXAMPLE>`` is scrubbed like any secret)."""
+    (an AWS access key id in angle brackets is scrubbed like any secret)."""
     ops = settings.operators
     return _placeholders(tuple(e for e in settings.entities if ops.get(e, settings.operator) == "replace"))
 
