@@ -47,6 +47,7 @@ from tasks.data.pii.engine import engine_for  # noqa: E402
 from tasks.data.pii.operators import Operators  # noqa: E402
 from tasks.data.pii.scrub import _outside_placeholders, scrub_texts_with_spans  # noqa: E402
 from tasks.data.pii.settings import PiiSettings, placeholder_pattern  # noqa: E402
+from bench.pii import load_wnut  # noqa: E402  (WNUT's BIO columns, read as the PII bench reads them)
 
 EVAL = ROOT.parent / "shared" / "eval" / "pii"
 SETS = {
@@ -64,20 +65,7 @@ def load(path: Path) -> list[dict]:
         return [{"text": s["full_text"], "spans": [(g["entity_type"], g["start_position"], g["end_position"],
                                                      g["entity_value"]) for g in s["spans"]]}
                 for s in json.loads(path.read_text())]
-    out = []
-    for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
-        words, spans, text = [], [], ""
-        for line in block.splitlines():
-            token, _, tag = line.partition("\t")
-            start = len(text) + (1 if text else 0)
-            text = f"{text} {token}" if text else token
-            if tag.startswith("B-"):
-                spans.append([tag[2:], start, len(text)])
-            elif tag.startswith("I-") and spans:
-                spans[-1][2] = len(text)
-            words.append(token)
-        out.append({"text": text, "spans": [(t, s, e, text[s:e]) for t, s, e in spans]})
-    return out
+    return load_wnut(path)
 
 
 # ------------------------------------------------------------------------------------------ the variants
