@@ -15,12 +15,15 @@ CREDIT_CARD US_SSN IBAN_CODE IP_ADDRESS LOCATION unless said, score threshold 0.
 - presidio/batch: the same analyzer and recognizers through ``BatchAnalyzerEngine.analyze_iterator``
   (``nlp.pipe`` with batch_size 64, n_process=1: on 2 cores a second process only competes; 64 was the fastest
   of 1, 16, 64, 250 and 1,000 in a sweep on 500 of these documents) and ``BatchAnonymizerEngine.anonymize_list``.
-- tunegate/nofb: ``tasks.data.pii.scrub.scrub_texts_with_spans`` with ``structured_fallbacks=False``: Presidio's
+- tunegate/nofb: ``tasks.data.pii.scrub.scrub_texts_with_spans`` with ``structured_fallbacks=False`` and
+  ``address_rules=False``: Presidio's
   recognizers through tunegate's fast path (NER-only spaCy in batches, pre-checks, lemmas only where a context
   word can change the outcome); its findings are presidio/*'s on all but 3 of the 2,787 documents (there the NER
   sees the rule-based splitter's sentence starts, not the parser's: one span more or longer, one less).
-- tunegate: the same with ``structured_fallbacks=True`` (PiiSettings' default): adds the card-number (Luhn,
-  issuer prefix, cue word) and phone (cue word) fallback recognizers of tasks/data/pii/fallbacks.py.
+- tunegate/noaddr: the same with ``structured_fallbacks=True``: adds the card-number (Luhn, issuer prefix, cue
+  word) and phone (cue word) fallback recognizers of tasks/data/pii/fallbacks.py.
+- tunegate: PiiSettings' defaults for these entities: the fallbacks and the address rules (``address_rules``:
+  house number and street, unit, postal code after a cue, the short lines of an address block, as LOCATION).
 - tunegate/12: ``PiiSettings()`` as shipped: 12 entities (the 8 plus API_KEY, PASSWORD, PRIVATE_KEY,
   CONNECTION_STRING), fallbacks on.
 
@@ -282,7 +285,9 @@ def main() -> int:
     engines = {
         "presidio/doc": presidio.per_document,
         "presidio/batch": presidio.batched,
-        "tunegate/nofb": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False)),
+        "tunegate/nofb": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False,
+                                                    address_rules=False)),
+        "tunegate/noaddr": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, address_rules=False)),
         "tunegate": tunegate_scrub(same),
         "tunegate/12": tunegate_scrub(PiiSettings()),
     }
@@ -305,9 +310,10 @@ def main() -> int:
           f"{same.score_threshold}; operator replace")
     print("rows: presidio/doc = AnalyzerEngine.analyze + AnonymizerEngine.anonymize per document; presidio/batch = "
           f"BatchAnalyzerEngine.analyze_iterator(batch_size={args.presidio_batch}, n_process=1) + "
-          "BatchAnonymizerEngine.anonymize_list; tunegate/nofb = scrub_texts_with_spans, structured_fallbacks=False "
-          "(Presidio's recognizers only); tunegate = the same with the card/phone fallbacks (the default); "
-          "tunegate/12 = PiiSettings() as shipped (12 entities, fallbacks on)")
+          "BatchAnonymizerEngine.anonymize_list; tunegate/nofb = scrub_texts_with_spans, structured_fallbacks=False, "
+          "address_rules=False (Presidio's recognizers only); tunegate/noaddr = with the card/phone fallbacks; "
+          "tunegate = with the fallbacks and the address rules (the defaults); "
+          "tunegate/12 = PiiSettings() as shipped (12 entities, fallbacks and address rules on)")
     print(f"data: {args.data.name} sha256 {hashlib.sha256(raw).hexdigest()[:16]}"
           + (f"; {WNUT.name} sha256 {hashlib.sha256(WNUT.read_bytes()).hexdigest()[:16]}" if len(sets) > 1 else ""))
     print("entity mapping (dataset -> Presidio): " + ", ".join(f"{k}->{v}" for k, v in GOLD_TO_PRESIDIO.items()

@@ -97,19 +97,25 @@ def test_missing_suite_names_the_path(tmp_path):
         validate_frame(frame(goods(1)), tmp_path / "nope.json")
 
 
-def test_a_documents_output_does_not_depend_on_the_documents_scrubbed_with_it():
+@pytest.mark.parametrize("address_rules", [False, True])
+def test_a_documents_output_does_not_depend_on_the_documents_scrubbed_with_it(address_rules):
     """No name propagation across documents (pii-6): a name the NER finds in one document is not scrubbed in
     another because they share a shard, and a false positive does not spread either ("Via Roma" is a name in the
-    first Via Roma text's context; pii-5 made the second "974 <PERSON> 131")."""
+    first Via Roma text's context; pii-5 made the second "974 <PERSON> 131"). The address rules (pii-7) see both
+    Via Roma texts as the addresses they are."""
     docs = [{"doc_id": "1", "text": "The data owner for this corpus is Priya Raman; she approves access."},
             {"doc_id": "2", "text": "Ticket 2: Priya Raman wrote from priya.raman@example.com asking why."},
             {"doc_id": "3", "text": "Josef had given Josef his address: 6138 Via Roma 131"},
             {"doc_id": "4", "text": "974 Via Roma 131\n Apt. 425\n Montafia\n Italy 39767"}]
-    together = scrub_documents(docs, PiiSettings(), Counter())
-    alone = [scrub_documents([d], PiiSettings(), Counter())[0] for d in docs]
+    settings = PiiSettings(address_rules=address_rules)
+    together = scrub_documents(docs, settings, Counter())
+    alone = [scrub_documents([d], settings, Counter())[0] for d in docs]
     assert together == alone
-    assert "<PERSON>" in together[0]["text"] and "<PERSON> 131" in together[2]["text"]
-    assert "974 <PERSON>" not in together[3]["text"]
+    assert "<PERSON>" in together[0]["text"] and "974 <PERSON>" not in together[3]["text"]
+    if address_rules:
+        assert together[2]["text"].endswith("address: <LOCATION>") and "Via Roma" not in together[3]["text"]
+    else:
+        assert "<PERSON> 131" in together[2]["text"]
 
 
 def test_metadata_strings_are_scrubbed_too():

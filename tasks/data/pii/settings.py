@@ -68,6 +68,11 @@ class PiiSettings(BaseModel):
         True, description="also run the card-number (Luhn, issuer prefix, cue word) and phone (cue word) "
         "recognizers for the structured values Presidio's own miss (tests/RELIABILITY.md)",
     )
+    address_rules: bool = Field(
+        True, description="also scrub postal addresses as LOCATION by their shape: house number and street, unit "
+        "(Apt./Suite/P.O. Box), postal code after a cue word, and the short lines of an address block below them "
+        "(spaCy's small model leaves most street addresses; bench/RESULTS.md)",
+    )
     propagate: list[str] = Field(
         default_factory=list,
         description="must be empty: pii-5 scrubbed a name found in one document wherever else it occurred in the "
