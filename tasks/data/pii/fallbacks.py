@@ -105,6 +105,7 @@ _STREET_END = (r"straat|strasse|straße|str\.|gasse|weg|dreef|laan|plein|gracht|
                r"katu|kuja|tie|polku|kaari|tér|utca|útja|út|ulica")
 _STREET_WORD = r"Strasse|Straße|Str\.|Gasse|Weg|Allee|Platz|Damm|Straat|Laan|Vej|Gata|Gade|Utca|Street|Road|Avenue"
 _WORD = r"[^\W\d_][\w'’.-]*"
+_NAME = r"[^\W\d_][\w'’.-]+"  # two letters or more
 # words an address may write in lower case between capitalised ones ("Rue de Tanger", "ul. Północna")
 _PARTICLES = frozenset("de del della dei des du la le les l' van von der den di da do dos das y e i u. ul. al. os. "
                        "rue via viale calle carrer avenida rua av av. st st.".split())
@@ -130,7 +131,7 @@ class AddressFallback(_Fallback):
         rf"|(?<![\w.-])(?:{_WORD}[ \t]+){{1,2}}(?:{_STREET_WORD})[ \t]+{_NUMBER}"
         rf"|(?<![\w.-])(?i:{_STREET_FIRST})[ \t]+(?:{_WORD}[ \t]+){{0,3}}?{_WORD},?[ \t]+{_NUMBER}"
         # a house number, one to three words and a number, ending the line or before a comma: "92597 Jahu 80,"
-        rf"|(?<![\w.-])\d{{1,6}}[ \t]+(?:{_WORD}[ \t]+){{0,2}}{_WORD}[ \t]+\d{{1,5}}[A-Za-z]?\b\.?(?=[ \t]*(?:,|\n|$))"
+        rf"|(?<![\w.-])\d{{1,6}}[ \t]+(?:{_NAME}[ \t]+){{0,2}}{_NAME}[ \t]+\d{{1,5}}[A-Za-z]?\b\.?(?=[ \t]*(?:,|\n|$))"
         # US military mail: "PSC 4355, Box 4187", "APO AP 28906"
         rf"|\b(?:PSC|Unit|CMR)[ \t]+\d{{3,5}},[ \t]+Box[ \t]+\d{{1,5}}\b|\b(?i:APO|FPO|DPO)[ \t]+(?i:AA|AE|AP)[ \t]+\d{{5}}\b")
     _UNIT = re.compile(r"\b(?:[Aa]pt|APT|[Aa]partment|Suite|SUITE|Ste|STE|Flat|FLAT)\.?[ \t]*#?\d{1,5}[A-Za-z]?\b"
