@@ -29,6 +29,11 @@ regions it does not try (after a cue such as "Phone:" or "call me on", before "o
 bracketed area code). With them no gold e-mail, phone, card, SSN, IBAN or IP value of the benchmark survives
 (tests/test_pii_benchmark_leaks.py); without them 30 cards and 38 phones of 319 structured values did.
 
+The address rules (``address_rules``, on by default; ``AddressFallback``) scrub postal addresses as LOCATION by
+their shape: house number and street, unit, postal code after a cue word, and the short lines of an address
+block below them. On the same benchmark they take the location leak rate from 62.9% to 19.1% at higher precision
+(bench/RESULTS.md); dates, counts and product names in prose are left alone (tests/test_pii_addresses.py).
+
 Where an entity was already replaced by a placeholder the configured operators write (``<TYPE>`` for replace on
 a configured entity), nothing inside the placeholder is taken for PII again: scrubbing scrubbed text finds nothing
 new of the pattern types (the NER may still find a name it missed in the original's context). Anything else in
