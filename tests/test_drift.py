@@ -4,7 +4,6 @@ registry and the state folder (real stages, real MLflow; no training)."""
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +16,19 @@ from tasks.data import drift_stats
 from tasks.data.drift_stats import DriftThresholds, Side
 
 
-def side(lengths, tokens, oov=0.1, pii=1.0) -> Side:
-    return Side(documents=len(lengths), lengths=list(lengths), token_counts=dict(Counter(tokens)), oov_rate=oov,
-                pii_per_document=pii)
+def side(lengths, docs, pii=None, words=None) -> Side:
+    """A side of len(docs) sampled documents: ``docs`` are token lists per document (words too, unless given)."""
+    tokens = [dict(Counter(d)) for d in docs]
+    return Side(documents=len(lengths), lengths=list(lengths), sample_lengths=list(lengths)[: len(docs)],
+                tokens=tokens, words=[dict(Counter(map(str, w))) for w in (words or docs)], pii=pii)
+
+
+def zipf_docs(rng, n, vocab=300, per_doc=60, offset=0):
+    return [((rng.zipf(1.5, per_doc) % vocab) + offset).tolist() for _ in range(n)]
+
+
+def fired(result) -> set[str]:
+    return {c.name for c in result.checks if c.drifted}
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -28,55 +37,88 @@ def side(lengths, tokens, oov=0.1, pii=1.0) -> Side:
 def test_identical_samples_show_no_drift():
     rng = np.random.default_rng(0)
     lengths = rng.lognormal(7, 0.5, 300).astype(int)
-    tokens = rng.zipf(1.5, 5000) % 500
-    s = side(lengths, tokens.tolist())
+    s = side(lengths, zipf_docs(rng, 300), pii=[(0, 1)] * 300)
     result = drift_stats.compare(s, s, DriftThresholds(), duplicate=0.0)
     assert result.decision == "no drift" and not result.drift
     assert result.statistics["length_psi"] == pytest.approx(0.0, abs=1e-9)
     assert result.statistics["length_ks"] == 0.0 and result.statistics["length_ks_pvalue"] == 1.0
     assert result.statistics["token_js"] == pytest.approx(0.0, abs=1e-9)
-    assert not any(c.drifted for c in result.checks)
+    assert all(c.decided and c.p_value > c.alpha for c in result.checks)
 
 
-def test_samples_of_one_distribution_stay_under_the_thresholds():
+def test_a_small_drop_of_the_same_kind_is_no_drift_where_a_fixed_threshold_fired():
+    """Twelve documents of the reference's kind: the length PSI is far above the old fixed 0.25, but drops of
+    twelve from the same documents reach it routinely, so the test does not fire."""
     rng = np.random.default_rng(1)
-    ref = side(rng.lognormal(7, 0.5, 400).astype(int), (rng.zipf(1.5, 20000) % 300).tolist())
-    new = side(rng.lognormal(7, 0.5, 200).astype(int), (rng.zipf(1.5, 10000) % 300).tolist())
+    ref = side(rng.lognormal(7, 0.8, 400).astype(int), zipf_docs(rng, 400))
+    new = side(rng.lognormal(7, 0.8, 12).astype(int), zipf_docs(rng, 12))
     result = drift_stats.compare(ref, new, DriftThresholds(), duplicate=0.0)
+    assert result.statistics["length_psi"] > 0.25
     assert result.decision == "no drift", [c.describe() for c in result.checks]
 
 
-def test_shifted_lengths_push_psi_and_ks_over_threshold():
+def test_shifted_lengths_fire_the_length_test_only():
     rng = np.random.default_rng(2)
-    tokens = (rng.zipf(1.5, 5000) % 300).tolist()
-    ref = side(rng.lognormal(7, 0.5, 300).astype(int), tokens)
-    new = side(rng.lognormal(8, 0.5, 100).astype(int), tokens)  # e^1: documents ~2.7x longer
-    t = DriftThresholds()
-    result = drift_stats.compare(ref, new, t, duplicate=0.0)
-    fired = {c.name for c in result.checks if c.drifted}
-    assert {"length_psi", "length_ks"} <= fired and "token_js" not in fired
-    assert result.statistics["length_psi"] > t.length_psi
-    assert result.statistics["length_ks"] > t.length_ks and result.statistics["length_ks_pvalue"] < t.length_ks_pvalue
-    assert result.drift and result.decision == "drift"
+    ref = side(rng.lognormal(7, 0.5, 300).astype(int), zipf_docs(rng, 300))
+    new = side(rng.lognormal(8, 0.5, 60).astype(int), zipf_docs(rng, 60))  # e^1: documents ~2.7x longer
+    result = drift_stats.compare(ref, new, DriftThresholds(), duplicate=0.0)
+    assert fired(result) == {"length_ks"} and result.drift and result.decision == "drift"
+    check = {c.name: c for c in result.checks}["length_ks"]
+    assert check.p_value <= check.alpha == pytest.approx(0.02 / 3)  # three tests ran: no PII measured
+    assert check.value == result.statistics["length_ks"] > 0.5
 
 
-def test_different_vocabulary_pushes_js_and_oov_over_threshold():
-    rng = random.Random(3)
-    ref_vocab = [f"w{i}" for i in range(200)]
-    new_vocab = ref_vocab[:40] + [f"x{i}" for i in range(160)]
-    ref_words = Counter(rng.choice(ref_vocab) for _ in range(5000))
-    new_words = Counter(rng.choice(new_vocab) for _ in range(5000))
-    known = set(ref_vocab)
-    ref_oov, new_oov = drift_stats.oov_rate(ref_words, known), drift_stats.oov_rate(new_words, known)
-    assert ref_oov == 0.0 and new_oov > 0.7
-    lengths = [1000] * 50
-    ref = Side(documents=50, lengths=lengths, token_counts=dict(ref_words), oov_rate=ref_oov, pii_per_document=0.0)
-    new = Side(documents=50, lengths=lengths, token_counts=dict(new_words), oov_rate=new_oov, pii_per_document=0.0)
+def test_another_vocabulary_fires_the_token_and_unseen_word_tests():
+    rng = np.random.default_rng(3)
+    lengths = [1000] * 80
+    ref = side(lengths, zipf_docs(rng, 80))
+    new = side(lengths[:30], [d[:20] + [t + 1000 for t in d[20:]] for d in zipf_docs(rng, 30)])
+    result = drift_stats.compare(ref, new, DriftThresholds(), duplicate=0.0)
+    assert fired(result) == {"token_js", "unseen_words"}
+
+
+def test_pii_counts_structured_values_apart_from_names():
+    rng = np.random.default_rng(4)
+    lengths, docs = [500] * 60, zipf_docs(rng, 60)
+    ref = side(lengths, docs, pii=[(0, int(rng.integers(0, 3))) for _ in range(60)])
+    cards = side(lengths[:30], docs[:30], pii=[(2, int(rng.integers(0, 3))) for _ in range(30)])
+    result = drift_stats.compare(ref, cards, DriftThresholds(), duplicate=0.0)
+    assert fired(result) == {"pii_structured_change"}
+    assert result.statistics["pii_structured_new"] == 2.0 and result.statistics["pii_structured_reference"] == 0.0
+    # a few documents: the PII tests decide nothing, the others still run
+    few = drift_stats.compare(ref, side(lengths[:12], docs[:12], pii=[(3, 0)] * 12), DriftThresholds(), duplicate=0.0)
+    pii_checks = [c for c in few.checks if c.name.startswith("pii")]
+    assert pii_checks and all(not c.decided and "too little data" in c.detail for c in pii_checks)
+    assert few.decision in ("drift", "no drift") and "pii_structured_change" not in fired(few)
+
+
+def test_duplicates_and_too_little_data():
+    rng = np.random.default_rng(5)
+    ref = side([500] * 20, zipf_docs(rng, 20))
     t = DriftThresholds()
-    result = drift_stats.compare(ref, new, t, duplicate=0.0)
-    fired = {c.name for c in result.checks if c.drifted}
-    assert fired == {"token_js", "oov_rate_increase"}
-    assert result.statistics["token_js"] > t.token_js
+    # a drop already in the reference brings nothing new: no drift, whatever the statistics say
+    seen = drift_stats.compare(ref, side([5000] * 20, zipf_docs(rng, 20, offset=999)), t,
+                               duplicate=drift_stats.duplicate_rate(["k1", "k2"], {"k1", "k2", "k3"}))
+    assert seen.decision == "nothing new" and not seen.drift
+    few = drift_stats.compare(ref, side([5000] * 3, [["z"] * 10] * 3), t, duplicate=0.0)
+    assert few.decision == "too little data" and not few.drift and not any(c.decided for c in few.checks)
+
+
+def test_permutation_p_values_are_calibrated_and_early_stopping_keeps_the_decision():
+    """Drops drawn from the reference's own distribution: p <= 0.05 about 5% of the time, at any size."""
+    from tasks.data import drift_tests
+
+    rng = np.random.default_rng(6)
+    small = 0
+    for _ in range(200):
+        ref, new = rng.lognormal(7, 0.6, 60), rng.lognormal(7, 0.6, int(rng.integers(5, 40)))
+        small += drift_tests.length_test(ref, new, 99, 0.05, rng).p_value <= 0.05
+    assert 2 <= small <= 20  # 10 expected
+    ref, new = rng.lognormal(7, 0.6, 200), rng.lognormal(7.8, 0.6, 30)
+    full = drift_tests.length_test(ref, new, 999, 0.004, np.random.default_rng(7))
+    assert full.p_value == pytest.approx(1 / 1000) and full.critical is not None
+    same = drift_tests.length_test(ref, rng.lognormal(7, 0.6, 30), 999, 0.004, np.random.default_rng(7))
+    assert same.p_value > 0.004 and same.critical is None  # stopped early: could no longer be significant
 
 
 def test_js_divergence_bounds_and_ks_matches_scipy():
@@ -91,30 +133,20 @@ def test_js_divergence_bounds_and_ks_matches_scipy():
     assert p == pytest.approx(ref.pvalue, rel=0.25)
 
 
-def test_pii_change_duplicates_and_too_little_data():
-    lengths = [500] * 20
-    ref = side(lengths, ["a", "b"] * 50, pii=0.2)
-    t = DriftThresholds()
-    more_pii = drift_stats.compare(ref, side(lengths, ["a", "b"] * 50, pii=2.0), t, duplicate=0.0)
-    assert [c.name for c in more_pii.checks if c.drifted] == ["pii_rate_change"]
-    # a drop already in the reference brings nothing new: no drift, whatever the statistics say
-    seen = drift_stats.compare(ref, side(lengths, ["a", "b"] * 50, pii=2.0), t,
-                               duplicate=drift_stats.duplicate_rate(["k1", "k2"], {"k1", "k2", "k3"}))
-    assert seen.decision == "nothing new" and not seen.drift
-    few = drift_stats.compare(ref, side([5000] * 3, ["z"] * 10, pii=9.0), t, duplicate=0.0)
-    assert few.decision == "too little data" and not few.drift and not any(c.drifted for c in few.checks)
-
-
 def test_thresholds_file_loads_and_names_a_bad_key(tmp_path):
     t = drift_stats.load_thresholds()
-    assert t.length_psi and t.token_js and t.oov_rate_increase and t.pii_rate_change
+    assert t.length_ks and t.token_js and t.unseen_words and t.pii_structured_change and t.false_alarm_rate
     bad = tmp_path / "drift.yaml"
-    bad.write_text("length_psi: 0.2\nlenght_ks: 0.3\n")
+    bad.write_text("length_ks: 0.2\nlenght_ks: 0.3\n")
     with pytest.raises(ValueError, match="lenght_ks: unknown setting"):
         drift_stats.load_thresholds(bad)
     off = tmp_path / "off.yaml"
     off.write_text("token_js: null\n")
     assert drift_stats.load_thresholds(off).token_js is None
+    coarse = tmp_path / "coarse.yaml"
+    coarse.write_text("resamples: 99\nfalse_alarm_rate: 0.01\n")
+    with pytest.raises(ValueError, match="resamples"):
+        drift_stats.load_thresholds(coarse)
 
 
 # ------------------------------------------------------------------------------------------ the champion
@@ -181,7 +213,7 @@ def test_drop_against_champion_drifts_only_when_it_differs(champion_home, tmp_pa
     assert same.statistics["duplicate_rate"] == 0.0  # new documents, not copies
     assert ops.drift and ops.decision == "drift"
     fired = {c.name for c in ops.checks if c.drifted}
-    assert {"length_ks", "token_js", "oov_rate_increase"} <= fired, [c.describe() for c in ops.checks]
+    assert {"length_ks", "token_js", "unseen_words"} <= fired, [c.describe() for c in ops.checks]
 
 
 # ------------------------------------------------------------------------------------------ the flow

@@ -32,7 +32,7 @@ class Loaded(BaseModel):
     lengths: list[int]
     keys: list[str]
     sample: list[str]
-    pii_found: list[int] | None = None  # per sampled document, from a pii_found column
+    pii_found: list[tuple[int, int]] | None = None  # (structured, named) per sampled document, from pii_found
 
 
 def load_side(path: str, t: DriftThresholds) -> Loaded:
@@ -43,7 +43,7 @@ def load_side(path: str, t: DriftThresholds) -> Loaded:
     lengths: list[int] = []
     keys: list[str] = []
     sample: list[str] = []
-    pii: list[int] = []
+    pii: list[tuple[int, int]] = []
     has_pii, n = False, 0
     for table in snapshot.iter_tables(path):
         texts = table.column("text").to_pylist()
@@ -53,7 +53,7 @@ def load_side(path: str, t: DriftThresholds) -> Loaded:
             text = text or ""
             lengths.append(len(text))
             keys.append(exact_key(text))
-            entities = sum(json.loads(found[i] or "{}").values()) if found else 0
+            entities = drift_stats.split_entities(json.loads(found[i] or "{}")) if found else (0, 0)
             if len(sample) < t.sample_size:
                 sample.append(text)
                 pii.append(entities)
@@ -65,11 +65,8 @@ def load_side(path: str, t: DriftThresholds) -> Loaded:
     return Loaded(documents=n, lengths=lengths, keys=keys, sample=sample, pii_found=pii if has_pii else None)
 
 
-def word_counts(texts: list[str]) -> Counter:
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(_WORD.findall(text[:TEXT_CAP]))
-    return counts
+def words_of(text: str) -> Counter:
+    return Counter(_WORD.findall(text[:TEXT_CAP]))
 
 
 class TokenizerView:
@@ -82,12 +79,13 @@ class TokenizerView:
         self.unk = self.tok.unk_token_id
         self._known: dict[str, bool] = {}
 
-    def token_counts(self, texts: list[str]) -> Counter:
-        counts: Counter = Counter()
+    def token_counts(self, texts: list[str]) -> list[Counter]:
+        """Token id counts per text."""
+        out = []
         for i in range(0, len(texts), 64):
-            for ids in self.tok([t[:TEXT_CAP] for t in texts[i : i + 64]], add_special_tokens=False)["input_ids"]:
-                counts.update(ids)
-        return counts
+            out += [Counter(ids) for ids in self.tok([t[:TEXT_CAP] for t in texts[i : i + 64]],
+                                                     add_special_tokens=False)["input_ids"]]
+        return out
 
     def learn(self, words: list[str]) -> None:
         todo = [w for w in words if w not in self._known]
@@ -104,29 +102,41 @@ class TokenizerView:
         return self._known[word]
 
 
-def pii_per_document(texts: list[str], pii: PiiSettings, limit: int) -> list[int]:
+def pii_per_document(texts: list[str], pii: PiiSettings, limit: int) -> list[tuple[int, int]]:
+    """(structured entities, names and places) found in each of the first ``limit`` texts."""
     from tasks.data.pii.scrub import scrub_texts
 
     sample = texts[:limit]
-    return [sum(found.values()) for _, found in scrub_texts(sample, pii)] if sample else []
+    return [drift_stats.split_entities(found) for _, found in scrub_texts(sample, pii)] if sample else []
+
+
+def oov_per_document(words: list[Counter], tok: TokenizerView) -> list[tuple[int, int]]:
+    """(word occurrences that are not one token, word occurrences) per document."""
+    tok.learn(list({w for counts in words for w in counts}))
+    return [(sum(n for w, n in counts.items() if not tok.known(w)), sum(counts.values())) for counts in words]
 
 
 def measure(loaded: Loaded, tok: TokenizerView | None, pii_settings: PiiSettings, t: DriftThresholds,
             scrubbed: bool = False) -> Side:
-    words = word_counts(loaded.sample)
-    oov = None
-    if tok is not None:
-        tok.learn(list(words))
-        oov = drift_stats.oov_rate(words, tok.known)
-    tokens = tok.token_counts(loaded.sample) if tok is not None else words
+    """Per-document measurements of one side's sample (tokens are words without a tokenizer; no OOV then)."""
+    words = [words_of(text) for text in loaded.sample]
     pii = None
     if pii_settings.enabled:
         if scrubbed:  # texts already scrubbed: what the scrub found is in the pii_found column
-            pii = drift_stats.per_document_rate(loaded.pii_found or []) if loaded.pii_found is not None else None
+            pii = loaded.pii_found[: t.pii_sample_size] if loaded.pii_found is not None else None
         else:
-            pii = drift_stats.per_document_rate(pii_per_document(loaded.sample, pii_settings, t.pii_sample_size))
-    return Side(documents=loaded.documents, lengths=loaded.lengths, token_counts=dict(tokens), oov_rate=oov,
-                pii_per_document=pii)
+            pii = pii_per_document(loaded.sample, pii_settings, t.pii_sample_size)
+    return Side(documents=loaded.documents, lengths=loaded.lengths, sample_lengths=[len(x) for x in loaded.sample],
+                tokens=[dict(c) for c in (tok.token_counts(loaded.sample) if tok is not None else words)],
+                words=[dict(c) for c in words],
+                oov=oov_per_document(words, tok) if tok is not None else None, pii=pii)
+
+
+def side_of_texts(texts: list[str], tok: TokenizerView | None, pii_settings: PiiSettings, t: DriftThresholds) -> Side:
+    """A side measured from texts in memory (a seeded sample of them, as ``load_side`` takes from a snapshot)."""
+    sample = list(texts) if len(texts) <= t.sample_size else random.Random(t.seed).sample(list(texts), t.sample_size)
+    loaded = Loaded(documents=len(texts), lengths=[len(x) for x in texts], keys=[], sample=sample)
+    return measure(loaded, tok, pii_settings, t)
 
 
 def read_drop(path: str, ingest: IngestSettings, clean: CleanSettings, dask: DaskSettings, store: str) -> dict[str, Any]:

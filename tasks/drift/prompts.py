@@ -28,7 +28,7 @@ from tasks.core import snapshot
 from tasks.data import drift_stats, instructions
 from tasks.data.drift_stats import Comparison, DriftThresholds, Side
 from tasks.data.pii.settings import PLACEHOLDER, PiiSettings
-from tasks.drift.measure import TokenizerView, word_counts
+from tasks.drift.measure import TokenizerView, oov_per_document, words_of
 
 
 class Window(BaseModel):
@@ -108,7 +108,7 @@ class ReferenceTexts(BaseModel):
 
     prompts: list[str]  # a seeded sample of user turns
     prompt_lengths: list[int]  # every user turn's
-    prompt_placeholders: list[int]  # per sampled user turn
+    prompt_placeholders: list[tuple[int, int]]  # (structured, names and places) per sampled user turn
     documents: list[str]  # a seeded sample of the other documents
     document_lengths: list[int]
     exact_keys: set[str]  # of every user turn and document
@@ -142,10 +142,12 @@ def load_reference(path: str, pii: PiiSettings, t: DriftThresholds) -> Reference
                           document_lengths=document_lengths, exact_keys=keys)
 
 
-def placeholders(text: str, pii: PiiSettings) -> int:
-    """The ``<TYPE>`` placeholders in ``text`` of the entity types the scrubber replaces."""
+def placeholders(text: str, pii: PiiSettings) -> tuple[int, int]:
+    """The ``<TYPE>`` placeholders in ``text`` of the entity types the scrubber replaces: (structured, names and
+    places)."""
     entities = set(pii.entities)
-    return sum(1 for m in PLACEHOLDER.finditer(text) if m.group(0)[1:-1] in entities)
+    return drift_stats.split_entities(Counter(m.group(0)[1:-1] for m in PLACEHOLDER.finditer(text)
+                                              if m.group(0)[1:-1] in entities))
 
 
 def pii_off_reason(pii: PiiSettings, scrubbed_reference: bool, basis: str) -> str | None:
@@ -164,6 +166,17 @@ def pii_off_reason(pii: PiiSettings, scrubbed_reference: bool, basis: str) -> st
 # ------------------------------------------------------------------------------------------ the comparison
 
 
+def passages(documents: list[str], prompts: list[str]) -> list[str]:
+    """``documents`` cut into consecutive passages of the prompts' median length in words (at least 5)."""
+    sizes = sorted(len(p.split()) for p in prompts) or [50]
+    size = max(5, sizes[len(sizes) // 2])
+    out = []
+    for doc in documents:
+        words = doc.split()
+        out += [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+    return out
+
+
 class PromptComparison(BaseModel):
     comparison: Comparison
     basis: str  # "prompts" (the training data's instruction user turns) or "documents"
@@ -180,35 +193,37 @@ def compare_prompts(reference_snapshot: str, scrubbed_reference: bool, w: Window
     notes = [f"reference: {len(ref.prompt_lengths)} instruction records (their user turns are the reference "
              f"prompts) and {len(ref.document_lengths)} other documents"]
     if basis == "documents":
-        t = t.model_copy(update={"length_psi": None, "length_ks": None})
+        t = t.model_copy(update={"length_ks": None, "token_js": None})
         notes.append("the training data has too few instruction records: the prompts are compared with its "
-                     "documents, and the length checks are off (a document's length says nothing about a prompt's)")
+                     "documents, and the length and token tests are off (a prompt is not a document: its length "
+                     "and its token frequencies differ from a manual's whatever it asks); only the vocabulary is "
+                     "compared")
     elif len(w.prompts) < 10 * t.length_bins:  # PSI over sparse bins measures sampling noise (~ bins / prompts)
         bins = max(2, len(w.prompts) // 10)
-        notes.append(f"length PSI over {bins} quantile bins, not {t.length_bins}: about ten prompts a bin")
+        notes.append(f"length PSI (reported) over {bins} quantile bins, not {t.length_bins}: about ten prompts a bin")
         t = t.model_copy(update={"length_bins": bins})
-    ref_texts = ref.prompts if basis == "prompts" else ref.documents
-    ref_lengths = ref.prompt_lengths if basis == "prompts" else ref.document_lengths
+    ref_texts = ref.prompts if basis == "prompts" else passages(ref.documents, new)
+    ref_lengths = ref.prompt_lengths if basis == "prompts" else [len(x) for x in ref_texts]
+    if basis == "documents":
+        notes.append(f"the {len(ref.documents)} sampled documents are cut into {len(ref_texts)} passages of about "
+                     "a prompt's length in words, so the vocabulary test compares units of one size")
     tok = TokenizerView(tokenizer) if tokenizer else None
-    words_ref, words_new = word_counts(ref_texts), word_counts(new)
-    oov_ref = oov_new = None
-    if tok is not None:
-        tok.learn(list(words_ref) + list(words_new))
-        oov_ref, oov_new = drift_stats.oov_rate(words_ref, tok.known), drift_stats.oov_rate(words_new, tok.known)
-    tokens_ref = tok.token_counts(ref_texts) if tok is not None else words_ref
-    tokens_new = tok.token_counts(new) if tok is not None else words_new
+    words_ref, words_new = [words_of(x) for x in ref_texts], [words_of(x) for x in new]
     off = pii_off_reason(pii, scrubbed_reference, basis)
-    pii_ref = pii_new = None
     if off is None:
-        pii_ref = drift_stats.per_document_rate(ref.prompt_placeholders)
-        pii_new = drift_stats.per_document_rate(placeholders(p, pii) for p in new)
         notes.append("PII: <TYPE> placeholders per prompt on both sides (the gateway scrubbed the prompts, the "
                      "PII stage the training data)")
     else:
         notes.append(f"PII rate not compared: {off}")
-    ref_side = Side(documents=len(ref_lengths), lengths=ref_lengths, token_counts=dict(tokens_ref), oov_rate=oov_ref,
-                    pii_per_document=pii_ref)
-    new_side = Side(documents=len(w.prompts), lengths=[len(p) for p in w.prompts], token_counts=dict(tokens_new),
-                    oov_rate=oov_new, pii_per_document=pii_new)
+
+    def side(documents: int, lengths: list[int], texts: list[str], words: list[Counter], pii_counts) -> Side:
+        return Side(documents=documents, lengths=lengths, sample_lengths=[len(x) for x in texts],
+                    tokens=[dict(c) for c in (tok.token_counts(texts) if tok is not None else words)],
+                    words=[dict(c) for c in words],
+                    oov=oov_per_document(words, tok) if tok is not None else None,
+                    pii=pii_counts[: t.pii_sample_size] if off is None else None)
+
+    ref_side = side(len(ref_lengths), ref_lengths, ref_texts, words_ref, ref.prompt_placeholders)
+    new_side = side(len(w.prompts), [len(p) for p in w.prompts], new, words_new, [placeholders(p, pii) for p in new])
     duplicate = drift_stats.duplicate_rate(w.prompt_keys, ref.exact_keys)
     return PromptComparison(comparison=drift_stats.compare(ref_side, new_side, t, duplicate), basis=basis, notes=notes)

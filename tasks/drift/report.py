@@ -52,21 +52,39 @@ def markdown(rep: dict[str, Any]) -> str:
                       f"{'prompts' if traffic else 'documents'} are already in the reference: nothing new to train on, "
                       "no drift event.**"]
     if decision == "too little data":
-        parts += ["", f"**Fewer than {rep['thresholds']['min_documents']} new documents: no decision.**"]
+        parts += ["", f"**Too little data for any test (fewer than {rep['thresholds']['min_documents']} new documents, "
+                      "or too few on a side): no decision.**"]
     if rep.get("notes"):
         parts += ["", "## How the prompts were compared", "", *[f"- {n}" for n in rep["notes"]]]
     if rep.get("checks"):
-        rows = [[c["name"], _fmt(c["value"]), "off" if c["threshold"] is None else f"> {_fmt(c['threshold'])}",
-                 "DRIFT" if c["drifted"] else "ok", c.get("detail", "")] for c in rep["checks"]]
-        parts += ["", "## Checks", "", "| check | value | drift when | result | detail |", "|---|---|---|---|---|",
-                  *["| " + " | ".join(r) + " |" for r in rows]]
+        def verdict(c: dict) -> str:
+            if c["threshold"] is None:
+                return "off"
+            if not c.get("decided", True):
+                return "no decision"
+            return "DRIFT" if c["drifted"] else "ok"
+
+        rows = [[c["name"], _fmt(c["value"]), "—" if c["threshold"] is None else f"> {_fmt(c['threshold'])}",
+                 _fmt(c.get("p_value")), "—" if c.get("alpha") is None else f"<= {_fmt(c['alpha'])}", verdict(c),
+                 c.get("detail", "")] for c in rep["checks"]]
+        t = rep.get("thresholds") or {}
+        parts += ["", "## Tests", "",
+                  f"Each test compares the drop with {t.get('resamples', '?')} random drops of the same size drawn "
+                  "from both sides' documents; it fires when its p-value is at most the false-alarm rate "
+                  f"({t.get('false_alarm_rate', '?')}) split over the tests that ran, and its effect size is above "
+                  "its floor.", "",
+                  "| test | effect size | floor | p-value | needs | result | detail |",
+                  "|---|---|---|---|---|---|---|", *["| " + " | ".join(r) + " |" for r in rows]]
         s = rep["statistics"]
         unit = ("prompts" if rep.get("basis") == "prompts" else "documents / prompts") if traffic else "documents"
         side = [[unit, s.get("documents_reference"), s.get("documents_new")],
                 ["mean length (chars)", s.get("mean_length_reference"), s.get("mean_length_new")],
-                ["OOV rate", s.get("oov_rate_reference"), s.get("oov_rate_new")],
-                ["PII placeholders / prompt" if traffic else "PII entities / document",
-                 s.get("pii_per_document_reference"), s.get("pii_per_document_new")],
+                ["length PSI (effect size)", None, s.get("length_psi")],
+                ["OOV rate (words not one token)", s.get("oov_rate_reference"), s.get("oov_rate_new")],
+                [("PII placeholders / prompt" if traffic else "PII entities / document") + ": structured",
+                 s.get("pii_structured_reference"), s.get("pii_structured_new")],
+                [("PII placeholders / prompt" if traffic else "PII entities / document") + ": names and places",
+                 s.get("pii_named_reference"), s.get("pii_named_new")],
                 ["already in the reference", None, s.get("duplicate_rate")]]
         parts += ["", "## Both sides", "", f"| | reference | {'traffic' if traffic else 'new'} |", "|---|---|---|",
                   *[f"| {a} | {_fmt(b)} | {_fmt(c)} |" for a, b, c in side]]
