@@ -122,9 +122,9 @@ def drift_monitor(
 
     Returns the report (``markdown`` holds the Markdown); on drift, emits ``tunegate.data.drift`` for
     ``tunegate.dataset.<dataset>`` so the retrain deployment's trigger starts a retrain on the new data.
-    A drop already reported as drifted against the same reference is not reported again (a scheduled
-    monitor would otherwise start a retrain on it every hour while its retrain is blocked) unless
-    ``force``. A ``new_data`` path that does not exist yet (an empty landing folder) is "no new data":
+    A drop already checked against the same reference and thresholds is not compared again: the earlier
+    result is repeated, and a drift already reported emits no second event (a scheduled monitor would
+    otherwise start a retrain on it every hour while its retrain is blocked) unless ``force``. A ``new_data`` path that does not exist yet (an empty landing folder) is "no new data":
     reported on the flow run, nothing written.
     """
     log = get_run_logger()
@@ -140,9 +140,11 @@ def drift_monitor(
                            "report": str(out / "report.md"), "thresholds": t.model_dump(),
                            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        if not path.exists():
-            rep.update(decision="no new data", note=f"new data path does not exist: {path}", report=None)
-            log.info("no new data for %s: %s does not exist", dataset, path)
+        empty = path.is_dir() and not any(f.is_file() for f in path.rglob("*"))
+        if not path.exists() or empty:
+            why = f"the landing folder {path} is empty" if empty else f"new data path does not exist: {path}"
+            rep.update(decision="no new data", note=why, report=None)
+            log.info("no new data for %s: %s", dataset, why)
             return finish(rep, None)
         ref = _reference(rep, config, reference, state, dataset)
         if ref is None:
@@ -153,23 +155,33 @@ def drift_monitor(
         if not tokenizer:
             tokenizer, how = reference_tokenizer(ref, config, str(state.home))
         rep["tokenizer"] = {"path": tokenizer, "source": how}
+        key = {"dataset": dataset, "new": ledger.fingerprint(drop["snapshot"]),
+               "reference": ledger.fingerprint(ref.texts_snapshot)}
+        check = {**key, "method": drift_stats.METHOD, "thresholds": ledger.settings_digest(t)}
+        earlier = None if force else ledger.earlier_check(state, check)
+        if earlier:  # the same drop against the same reference and thresholds: the result cannot differ
+            rep.update({k: earlier.get(k) for k in ("decision", "drift", "statistics", "checks", "tokenizer")})
+            rep.update(earlier=earlier["drift_id"],
+                       note=f"this drop was checked against this reference in {earlier['drift_id']}: its result, "
+                            f"{earlier['decision']}, is repeated; no new event (force compares and emits again)")
+            log.info("drop %s unchanged since check %s: %s", path, earlier["drift_id"], earlier["decision"])
+            return finish(rep, out)
         result = compare_sides(ref, drop["snapshot"], tokenizer, config, t)
         rep.update(decision=result.decision, drift=result.drift, statistics=result.statistics,
                    checks=[c.model_dump() for c in result.checks])
         if result.drift:
             fired = "; ".join(c.describe() for c in result.checks if c.drifted)
-            key = {"dataset": dataset, "new": ledger.fingerprint(drop["snapshot"]),
-                   "reference": ledger.fingerprint(ref.texts_snapshot)}
-            earlier = None if force else ledger.already_reported(state, key)
-            if earlier:
-                rep["note"] = f"this drop was already reported as drifted against this reference in {earlier}: no new event"
-                log.warning("drift in %s (%s), already reported in %s", dataset, fired, earlier)
+            before = None if force else ledger.already_reported(state, key)
+            if before:
+                rep["note"] = f"this drop was already reported as drifted against this reference in {before}: no new event"
+                log.warning("drift in %s (%s), already reported in %s", dataset, fired, before)
             else:
                 rep["event"] = emit_drift(rep)
                 ledger.remember(state, key, drift_id)
                 log.warning("drift in %s: %s; event %s emitted", dataset, fired, DRIFT_EVENT)
         else:
             log.info("no drift in %s (%s)", dataset, result.decision)
+        ledger.remember_check(state, check, drift_id, result.decision)
         return finish(rep, out)
     finally:
         from tasks.core.executor import close_clients
@@ -230,7 +242,8 @@ def prompt_drift(
             return finish(rep, out)
         snap = ref.pii_snapshot or ref.texts_snapshot  # scrubbed as the prompts are, when there is one
         key = {"dataset": dataset, "window": window.fingerprint,
-               "reference": ref.fingerprint or ledger.fingerprint(snap), "champion": ref.version or ""}
+               "reference": ref.fingerprint or ledger.fingerprint(snap), "champion": ref.version or "",
+               "method": drift_stats.METHOD, "thresholds": ledger.settings_digest(t)}
         earlier = None if force else ledger.earlier_check(state, key)
         if earlier:
             rep.update({k: earlier.get(k) for k in ("decision", "drift", "statistics", "checks", "tokenizer", "basis",

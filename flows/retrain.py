@@ -36,9 +36,21 @@ def flow_run_name() -> str:
     return flow_run.parameters.get("run_id") or new_run_id()
 
 
+def final_state(rep: dict[str, Any]):
+    """The flow run's end state: a blocked run is a Completed state named ``Blocked`` whose message says why (what
+    the Prefect UI lists and an automation can match); otherwise None, Prefect's own Completed."""
+    from prefect.states import Completed
+
+    if rep.get("status") != "blocked":
+        return None
+    why = "; ".join(rep.get("blocked_by") or []) or str(rep.get("stopped_at") or "blocked")
+    return Completed(name="Blocked", message=why[:2000], data=rep)
+
+
 @flow(name="retrain", log_prints=True, flow_run_name=flow_run_name)
 def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
-    """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json)."""
+    """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json). A blocked run
+    ends in a Completed state named Blocked, with the gates and contracts that blocked it as its message."""
     from prefect.runtime import flow_run
 
     run = RetrainRun(config, run_id or flow_run.name or new_run_id(), StatePaths.from_env(home))
@@ -78,4 +90,4 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         run.failed(exc)
     finally:
         rep = run.finish()
-    return rep
+    return final_state(rep) or rep

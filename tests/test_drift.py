@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import company_documents
-from helpers.drift_data import drifted_texts, undrifted_texts, write_jsonl
+from helpers.drift_data import company_texts, drifted_texts, undrifted_texts, write_jsonl
 from tasks.data import drift_stats
 from tasks.data.drift_stats import DriftThresholds, Side
 
@@ -283,3 +283,24 @@ def test_drift_command_on_an_empty_folder_says_so_in_one_line(tmp_path):
     proc = run_cli("drift", str(tmp_path / "drop"), "--reference", str(CORPUS), home=tmp_path / "state")
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: NEW_DATA: no input files under {tmp_path / 'drop'}"
+
+
+def test_drift_command_exit_status_and_a_recheck(tmp_path):
+    """The CLI contract: 4 when the drop drifted (and the event was emitted), the same drop again repeats the
+    earlier result in one line (exit 4 again, no second event, no traceback). Exit 0 without drift:
+    test_prompt_drift's command test."""
+    from conftest import run_cli
+
+    home = tmp_path / "state"
+    reference = write_jsonl(tmp_path / "reference.jsonl", company_texts())
+    drop = write_jsonl(tmp_path / "ops.jsonl", drifted_texts(n=20, seed=5))
+    first = run_cli("drift", str(drop), "--dataset", "ops", "--reference", str(reference), home=home, timeout=600)
+    assert first.returncode == 4, first.stdout[-1500:] + first.stderr[-3000:]
+    [said] = [ln for ln in first.stdout.splitlines() if ln.startswith("drift in ops: ")]
+    assert "event tunegate.data.drift emitted" in said
+    again = run_cli("drift", str(drop), "--dataset", "ops", "--reference", str(reference), home=home, timeout=600)
+    assert again.returncode == 4 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    [said] = [ln for ln in again.stdout.splitlines() if ln.startswith("drift in ops: ")]
+    assert "is repeated; no new event" in said and "emitted" not in said
+    reports = [json.loads(p.read_text()) for p in (home / "drift").glob("*/report.json")]
+    assert len(reports) == 2 and sum("event" in r for r in reports) == 1

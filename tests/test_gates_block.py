@@ -85,11 +85,11 @@ def leaky(tmp_path_factory, extensions_dir):
     home = tmp / "state"
     proc = run_cli("run", "--config", str(write_config(tmp, "leaky", data)), "--run-id", "leaky", home=home,
                    timeout=1200)
-    return proc, json.loads((home / "runs" / "leaky" / "report.json").read_text())
+    return proc, json.loads((home / "runs" / "leaky" / "report.json").read_text()), home
 
 
 def test_unscrubbed_memorised_data_is_blocked_by_each_safety_gate(leaky):
-    proc, report = leaky
+    proc, report, _ = leaky
     assert proc.returncode == 3, f"{report.get('status')} {report.get('error')}\n{proc.stderr[-2000:]}"
     gates = {g["name"]: g for g in report["gates"]}
     for name in SAFETY_GATES:
@@ -105,7 +105,7 @@ def test_unscrubbed_memorised_data_is_blocked_by_each_safety_gate(leaky):
 
 
 def test_the_base_model_knows_no_secret_or_canary(leaky):
-    _, report = leaky
+    _, report, _ = leaky
     ev = report["evaluation"]
     assert ev["base"]["planted_pii_extracted"] == 0
     # the random model's noise is drawn from a vocabulary learned on these tickets, so it may emit a listed word;
@@ -115,3 +115,19 @@ def test_the_base_model_knows_no_secret_or_canary(leaky):
     by_type = ev["extraction"]["base"]["by_type"]
     assert sum(v["probed"] for v in by_type.values()) == len(json.loads(PLANTED.read_text())["extraction"])
     assert sum(v["extracted"] for v in by_type.values()) == 0
+
+
+def test_a_blocked_run_is_a_completed_state_named_blocked_in_prefect(leaky):
+    """What the Prefect UI and an automation see: not a plain green Completed, but Completed named Blocked with
+    the gates that blocked it as the state's message (read from the run's Prefect database)."""
+    import sqlite3
+
+    _, report, home = leaky
+    with sqlite3.connect(home / "prefect" / "prefect.db") as db:
+        rows = db.execute("SELECT flow_run.state_type, flow_run.state_name, flow_run_state.message FROM flow_run "
+                          "JOIN flow_run_state ON flow_run_state.id = flow_run.state_id "
+                          "WHERE flow_run.name = 'leaky'").fetchall()
+    assert len(rows) == 1, rows
+    state_type, state_name, message = rows[0]
+    assert (state_type, state_name) == ("COMPLETED", "Blocked")
+    assert message.startswith(report["blocked_by"][0]) and "gate" in message

@@ -183,6 +183,32 @@ def test_second_retrain_waits_for_the_first(server, tmp_path):
                 c.set_flow_run_state(run.id, Cancelled(), force=True)
 
 
+def test_serve_creates_the_landing_folder_and_leaves_deployments_as_they_were_when_stopped(server, tmp_path):
+    """Stopping `tunegate serve` (SIGTERM, Ctrl-C) does not pause the deployments it served: schedules stay
+    active for the next `serve` and the UI. A landing folder that does not exist yet is created and named."""
+    landing = tmp_path / "incoming" / "corpus"
+    log = tmp_path / "serve.log"
+    proc = start([str(TUNEGATE), "serve", "--dataset", "corpus", "--new-data", str(landing)],
+                 client_env(server, tmp_path / "state"), log)
+    try:
+        def registered():
+            with client(server) as c:
+                try:
+                    d = c.read_deployment_by_name("drift-monitor/drift-monitor")
+                except Exception:
+                    return None
+                return d if d.parameters.get("new_data") == str(landing) else None
+
+        wait_for(registered, 120, "tunegate serve to register its deployments", proc, log, every=1)
+    finally:
+        stop(proc)
+    assert landing.is_dir() and f"created the drift monitor's landing folder {landing}" in log.read_text()
+    with client(server) as c:
+        for name in ("retrain/retrain", "drift-monitor/drift-monitor"):
+            d = c.read_deployment_by_name(name)
+            assert not d.paused and d.schedules and all(s.active for s in d.schedules), (name, d.paused, d.schedules)
+
+
 def _deployed(api: str) -> bool:
     with client(api) as c:
         try:

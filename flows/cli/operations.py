@@ -19,6 +19,8 @@ from typing import Annotated, Optional
 import typer
 
 from flows.cli.app import app, fail, prefect_home
+
+EXIT_DRIFT = 4  # `tunegate drift` found drift (0: none; 1: an error)
 from tasks.core.paths import PREFECT_YAML
 from tasks.core.state import StatePaths
 
@@ -122,8 +124,18 @@ def serve(
 
     state = StatePaths.from_env()
     os.environ["TUNEGATE_HOME"] = str(state.home)  # the served runs share this state folder
-    typer.echo(f"serving {', '.join(d.name for d in deployments)} against {url} (state {state.home}); Ctrl-C stops")
-    prefect_serve(*deployments, limit=limit, print_starting_message=False)
+    for d in deployments:
+        landing = (d.parameters or {}).get("new_data")
+        if d.name == "drift-monitor" and landing and not Path(landing).exists() and not Path(landing).suffix:
+            Path(landing).mkdir(parents=True, exist_ok=True)
+            typer.echo(f"created the drift monitor's landing folder {landing}: put new data drops there")
+        elif d.name == "drift-monitor" and landing:
+            typer.echo(f"the drift monitor watches {landing}")
+    typer.echo(f"serving {', '.join(d.name for d in deployments)} against {url} (state {state.home}); Ctrl-C stops "
+               "(the deployments stay as they are: schedules and the drift trigger are not paused)")
+    # Prefect pauses served deployments' schedules on shutdown by default; a stopped `serve` then leaves them
+    # paused for the next one and for the UI, so they are left as they were
+    prefect_serve(*deployments, limit=limit, print_starting_message=False, pause_on_shutdown=False)
 
 
 @app.command()
@@ -144,7 +156,8 @@ def drift(
                                              "than this decide nothing")] = 30,
 ) -> None:
     """Run the drift monitor once on a data drop, or with --traffic on the gateway's prompts; on drift it emits
-    tunegate.data.drift (to PREFECT_API_URL when set)."""
+    tunegate.data.drift (to PREFECT_API_URL when set). Exit status: 0 no drift (or nothing new, too little data,
+    no new data), 4 drift (the event emitted now or by the earlier check of the same drop), 1 an error."""
     if traffic and new_data is not None:
         fail("NEW_DATA and --traffic: give one (a data drop, or --traffic for the gateway's prompts)")
     if not traffic and new_data is None:
@@ -171,6 +184,8 @@ def drift(
             rep = drift_monitor(dataset=dataset or "corpus", new_data=str(new_data.resolve()), **common)
     except (ValueError, OSError) as exc:
         fail(str(exc))
+    except Exception as exc:  # one line and exit 1, never a traceback; the flow run's log has the rest
+        fail(f"the drift check failed: {type(exc).__name__}: {exc}")
     dataset = rep["dataset"]
     fired = [c["name"] for c in rep.get("checks") or [] if c["drifted"]]
     where = "" if os.environ.get("PREFECT_API_URL") else " (ephemeral API: no trigger will see it; set PREFECT_API_URL)"
@@ -179,10 +194,13 @@ def drift(
                    f"(report: {rep['report']})")
     elif rep["drift"]:  # already reported: no second event
         typer.echo(f"drift in {dataset}: {', '.join(fired)}; {rep.get('note')} (report: {rep['report']})")
-    elif rep.get("report") is None and rep.get("note"):
-        typer.echo(f"{rep['decision']} in {dataset}: {rep['note']}")
+    elif rep.get("note"):
+        typer.echo(f"{rep['decision']} in {dataset}: {rep['note']}"
+                   + (f" (report: {rep['report']})" if rep.get("report") else ""))
     else:
         typer.echo(f"{rep['decision']} in {dataset} (report: {rep['report']})")
+    if rep["drift"]:
+        raise typer.Exit(EXIT_DRIFT)
 
 
 # ------------------------------------------------------------------------------------------- server

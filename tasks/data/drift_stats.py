@@ -79,6 +79,7 @@ class DriftThresholds(BaseModel):
         return self
 
 
+METHOD = "permutation-1"  # recorded with each check: results of another method are not repeated as this one's
 TESTS = ("length_ks", "token_js", "unseen_words", "pii_structured_change", "pii_named_change")
 # entities that come from the NER (names and places): their counts move with wording, so they are tested apart
 NAMED_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION", "DATE_TIME"})

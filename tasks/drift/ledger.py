@@ -3,8 +3,8 @@
 - ``emitted.jsonl``, the drift events emitted: a drop already reported as drifted against the same reference is
   not reported again (a scheduled monitor would otherwise start a retrain on it every hour while its retrain is
   blocked); traffic that drifted from a champion is reported once per champion;
-- ``traffic-checks.jsonl``, every traffic window compared: the same prompts against the same reference are not
-  compared again, the earlier result is reported."""
+- ``checks.jsonl``, every drop and traffic window compared: the same drop (or prompts) against the same reference,
+  thresholds and method are not compared again, the earlier result is reported."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from pathlib import Path
 
 from tasks.core import snapshot
 from tasks.core.state import StatePaths
+
+
+def settings_digest(settings) -> str:
+    """A short digest of a pydantic settings object (the thresholds a result was decided with)."""
+    import hashlib
+
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
 
 
 def fingerprint(snapshot_path: str) -> str:
@@ -24,7 +31,7 @@ def ledger_path(state: StatePaths) -> Path:
 
 
 def checks_path(state: StatePaths) -> Path:
-    return state.drift / "traffic-checks.jsonl"
+    return state.drift / "checks.jsonl"
 
 
 def _rows(ledger: Path, key: dict[str, str]) -> list[dict]:
@@ -59,7 +66,8 @@ def remember(state: StatePaths, key: dict[str, str], drift_id: str) -> None:
 
 
 def earlier_check(state: StatePaths, key: dict[str, str]) -> dict | None:
-    """The latest traffic check of this (dataset, window, reference) whose report is still there, if any."""
+    """The latest check matching ``key`` (dataset, drop or window, reference, method, thresholds) whose report is
+    still there, if any."""
     for row in reversed(_rows(checks_path(state), key)):
         report = state.drift / str(row.get("drift_id")) / "report.json"
         try:

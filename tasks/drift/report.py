@@ -48,7 +48,7 @@ def markdown(rep: dict[str, Any]) -> str:
     if rep.get("note"):
         parts += ["", f"**{rep['note']}**"]
     if decision == "nothing new":
-        parts += ["", f"**{_fmt(rep['statistics'].get('duplicate_rate'))} of the new "
+        parts += ["", f"**{100 * (rep['statistics'].get('duplicate_rate') or 0):.0f}% of the new "
                       f"{'prompts' if traffic else 'documents'} are already in the reference: nothing new to train on, "
                       "no drift event.**"]
     if decision == "too little data":
