@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +50,18 @@ class DataSettings(BaseModel):
     corrections_min_rating: float = Field(
         0.0, ge=-1.0, le=1.0, description="with corrections: feedback rated below this is left out (feedback without "
                                           "a rating is kept); the latest feedback on an answer counts")
+    dataset: str = Field(
+        "corpus", pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$",
+        description="the dataset this model is trained on (letters, digits, '_' and '-'): a retrain adds its data to "
+                    "what the @champion of the same dataset was trained on (history), and the drift monitor names it")
+    history: Literal["cumulative", "replace"] = Field(
+        "cumulative", description="cumulative: train on the @champion's training data plus the new documents "
+                                  "(deduplicated across both, within the retention window); replace: the new data alone")
+    retention_days: float | None = Field(
+        None, gt=0, description="cumulative: keep the champion's documents ingested at most this many days before the "
+                                "newest new document (unset: all)")
+    retention_documents: int | None = Field(
+        None, ge=1, description="cumulative: keep at most this many of the champion's documents, the newest (unset: all)")
 
 
 class PipelineConfig(BaseModel):

@@ -1,11 +1,12 @@
 """The retrain flow: raw documents to a gated model in the MLflow registry.
 
 Reads like the pipeline: (gates file read) → (with data.corrections, the gateway's corrections as instruction
-data) → ingest → clean → dedup → scrub PII → contract → tokenizer → base model → split and pack (canaries join
-the training stream) → train → evaluate → gates → register → promote → report (to disk, the Prefect run and
-the MLflow run). Stages pass snapshot references (paths and fingerprints), never the data itself; each data
-stage reuses its snapshot when its inputs, parameters and code are unchanged, so a rerun (``tunegate run
---resume RUN_ID``) recomputes nothing it already has and training continues from its newest checkpoint.
+data) → ingest → clean → (data.history cumulative: + the @champion's training data of the dataset) → dedup →
+scrub PII → contract → tokenizer → base model → split and pack (canaries join the training stream) → train →
+evaluate → gates → register → promote → report (to disk, the Prefect run and the MLflow run). Stages pass
+snapshot references (paths and fingerprints), never the data itself; each data stage reuses its snapshot when its
+inputs, parameters and code are unchanged, so a rerun (``tunegate run --resume RUN_ID``) recomputes nothing it
+already has and training continues from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         run.keep_quarantine(raw)
         run.contract("contract_raw", "raw", raw, config.contract.raw)
         cleaned = run.snapshot("clean", clean_task(raw, config.clean, config.dask, store))
+        cleaned = stages.history(run, cleaned)  # cumulative: + the champion's training data of this dataset
         deduped = run.snapshot("dedup", dedup_task(cleaned, config.dedup, store))
         curated = run.snapshot("pii", scrub_task(deduped, config.pii, config.dask, store))
         run.contract("contract", "curated", curated, config.contract.curated)

@@ -46,6 +46,24 @@ def corrections(run: RetrainRun) -> list[str]:
     return [export.file]
 
 
+def history(run: RetrainRun, cleaned):
+    """With ``data.history: cumulative`` and a @champion of this dataset: its training data plus the new cleaned
+    documents, as one snapshot for dedup (tasks/data/history.py); otherwise the cleaned snapshot. The lineage (the
+    parent snapshots and what was kept) joins the report either way."""
+    from tasks.data.history import champion_parent, with_history
+
+    settings = run.config.data
+    parent = (champion_parent(run.config.registry, run.state, settings.dataset)
+              if settings.history == "cumulative" else None)
+    merged, record = with_history(cleaned, parent, settings, run.state.snapshots)
+    run.report.history = record
+    get_run_logger().info("dataset %s: %s", settings.dataset, record["why"])
+    if record.get("merged"):  # reported with the snapshots; its seconds count into the dedup stage's
+        run.snapshots["history"] = merged
+        run.report.record_snapshots(run.snapshots)
+    return merged
+
+
 def train(run: RetrainRun, base, tok, data):
     """Fine-tune on the packed blocks; an identical finished training (same base, data and settings;
     ``train.reuse``) is copied, not redone. The loss curve joins the report."""
@@ -108,7 +126,7 @@ def register(run: RetrainRun, curated, tok, base, trained, data, gate_results: l
             name=name, run_id=run.run_id, base=base.path, adapter=trained.adapter, tokenizer=tok.path,
             tags=lineage_tags(curated.fingerprint, tok, base, rep.contracts, gate_results, scores["candidate"],
                               status, rep.blocked_by, eval_data=file_fingerprint(data.eval_texts),
-                              corrections=rep.corrections),
+                              corrections=rep.corrections, history=rep.history),
             params=flat_params(run.config), metrics=flat_metrics(scores, trained),
             step_metrics=read_metrics(Path(trained.metrics)),
         )

@@ -101,7 +101,8 @@ SECRET_PATTERNS = {
 # in configuration files (not code, where `password=...` is mostly a parameter name): a literal password
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".env", ".json", ".properties"}
 CONFIG_PASSWORD = re.compile(r"(?im)^[ \t]*[\w.-]*(?:password|passwd|secret|token|api_key)[\w.-]*[ \t]*[:=][ \t]*"
-                             r"(?!(?:\$\{|<|null\b|none\b|\"\"|''))['\"]?[^\s'\"#]{4,}")
+                             r"(?!(?:\$\{|<|null\b|none\b|\"\"|''|-?\d*\.\d+[ \t]*(?:#|$)))"  # a decimal (a threshold) is no secret
+                             r"['\"]?[^\s'\"#]{4,}")
 
 # Each entry: (file, kind) -> why the hit is not a credential.
 ALLOWED = {

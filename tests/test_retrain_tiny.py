@@ -46,7 +46,7 @@ def demo(tmp_path_factory, extensions_dir):
     return home, proc, report
 
 
-def failing_contract_run(home: Path, tmp: Path, run_id: str, **contract):
+def failing_contract_run(home: Path, tmp: Path, run_id: str, data: list[str] | None = None, **contract):
     """A tiny run on the demo's data whose curated contract cannot pass (at least 100,000 rows), with the
     contract settings given (on_failure, other suites)."""
     suite = json.loads((ROOT / "data_contracts/curated.json").read_text())
@@ -56,6 +56,8 @@ def failing_contract_run(home: Path, tmp: Path, run_id: str, **contract):
     (tmp / "suite.json").write_text(json.dumps(suite))
     config = tiny_config()
     config["contract"].update(curated=str(tmp / "suite.json"), **contract)
+    if data is not None:
+        config["data"]["paths"] = data
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     proc = run_cli("run", "--config", str(tmp / "config.yaml"), "--run-id", run_id, home=home)
     return proc, json.loads((home / "runs" / run_id / "report.json").read_text())
@@ -238,6 +240,30 @@ def test_failed_contract_stops_the_run_before_training_by_default(stopped):
     assert champion(home, NAME) == first["model"]["version"]
     md = (home / "runs/stopped/report.md").read_text()
     assert "BLOCKED" in md and "stopped at the curated contract, before training" in md
+
+
+def test_a_retrain_on_a_new_drop_keeps_the_champions_documents(demo, tmp_path):
+    """data.history: cumulative (the default): a run on a drop alone curates the champion's training data plus the
+    drop's documents, and the report names the parent snapshot. (The curated contract stops it before training:
+    the data stages are what this is about.)"""
+    from helpers.drift_data import drifted_texts, write_jsonl
+
+    home, _, first = demo
+    drop = write_jsonl(tmp_path / "drop" / "ops.jsonl", drifted_texts(n=6, seed=21))
+    proc, report = failing_contract_run(home, tmp_path, "cumulative", data=[str(drop.parent)])
+    assert report["stopped_at"] == "contract_curated", proc.stderr[-2000:]
+    history = report["history"]
+    assert history["merged"] and history["dataset"] == "corpus" and history["mode"] == "cumulative"
+    [parent] = history["parents"]
+    assert parent["version"] == champion(home, NAME) and parent["fingerprint"] == first["snapshots"]["pii"]["fingerprint"]
+    assert report["snapshots"]["history"]["fingerprint"] == history["snapshot"]
+    curated = snapshot.read_table(report["snapshots"]["pii"]["path"]).to_pylist()
+    trained_on = snapshot.read_table(first["snapshots"]["pii"]["path"]).column("doc_id").to_pylist()
+    assert set(trained_on) <= {d["doc_id"] for d in curated}  # every document the champion was trained on
+    assert sum(d["source"].endswith("ops.jsonl") for d in curated) == 6  # and the drop's
+    assert len(curated) == len(trained_on) + 6
+    md = (home / "runs/cumulative/report.md").read_text()
+    assert f"Dataset `corpus` (cumulative): @champion v{parent['version']}'s training data" in md
 
 
 def test_second_run_reuses_the_snapshots(blocked):

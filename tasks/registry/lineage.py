@@ -22,10 +22,11 @@ def file_fingerprint(path: str | Path) -> str:
 
 def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_results, candidate: dict[str, Any],
                  status: str, blocked_by: list[str], eval_data: str | None = None,
-                 corrections=None) -> dict[str, str]:
+                 corrections=None, history: dict[str, Any] | None = None) -> dict[str, str]:
     """The version's tags. ``corrections`` (with ``data.corrections``: the export of the gateway's corrections,
     tasks/serve/corrections.py) adds ``corrections`` (how many), ``corrections_sha256`` (the file's) and
-    ``corrections_versions`` (the versions whose answers they correct)."""
+    ``corrections_versions`` (the versions whose answers they correct). ``history`` (the run's dataset history,
+    tasks/data/history.py) adds ``dataset`` and ``history_parents`` (the champions whose training data joined)."""
     tags = {
         "snapshot_fingerprint": fingerprint,
         "tokenizer_hash": tok.content_hash,
@@ -38,6 +39,11 @@ def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_result
     }
     if eval_data:
         tags[EVAL_DATA_TAG] = eval_data
+    if history is not None:  # the dataset, and the champions whose training data this version's includes
+        tags["dataset"] = history["dataset"]
+        merged = [{k: p.get(k) for k in ("model", "version", "fingerprint")} for p in history.get("parents") or []
+                  if history.get("merged")]
+        tags["history_parents"] = json.dumps(merged)[:4900]
     if corrections is not None:
         tags["corrections"] = str(corrections.count)
         if corrections.sha256:

@@ -139,6 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
             parts += ["", "Quality filters: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c["quality_filters"].items())]
         if c.get("pii_entities"):
             parts += ["", "PII entities scrubbed: " + ", ".join(f"{k} {v}" for k, v in c["pii_entities"].items())]
+    parts += history_lines(r.get("history"))
     parts += corrections_lines(r.get("corrections"))
     ds = r.get("dataset") or {}
     if ds.get("canary_documents"):
@@ -181,6 +182,20 @@ def markdown(report: dict[str, Any]) -> str:
     if r.get("stage_seconds"):
         parts += ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]
     return "\n".join(parts) + "\n"
+
+
+def history_lines(h: dict[str, Any] | None) -> list[str]:
+    """One line on the dataset's history: which champion's training data joined the new data, or why none did."""
+    if not h:
+        return []
+    line = f"Dataset `{h['dataset']}` ({h['mode']}): {h['why']}."
+    if h.get("merged"):
+        [p] = h["parents"]
+        line += (f" Parent snapshot `{p['fingerprint'][:16]}` ({p['model']} v{p['version']}, read from "
+                 f"`{p['stage']}/{Path(p['snapshot']).name}`); outside the retention window "
+                 f"{h.get('parent_older_than_window', 0) + h.get('parent_over_size', 0)}, replaced by a new version "
+                 f"{h.get('parent_replaced_by_new', 0)}; repeated documents are removed by dedup.")
+    return ["", line]
 
 
 def corrections_lines(c: dict[str, Any] | None) -> list[str]:

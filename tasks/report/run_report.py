@@ -37,6 +37,9 @@ class RunReport(BaseModel):
     corrections: CorrectionsExport | None = Field(
         None, description="with data.corrections: the gateway's corrections added to the data (count, file, sha256, "
                           "the answers and versions they correct)")
+    history: dict[str, Any] | None = Field(
+        None, description="the dataset's history: whether the champion's training data joined the new data, its "
+                          "parent snapshots and what the retention window kept (tasks/data/history.py)")
     snapshots: dict[str, dict[str, Any]] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     contracts: list[dict[str, Any]] = Field(default_factory=list)
