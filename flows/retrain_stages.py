@@ -50,11 +50,11 @@ def history(run: RetrainRun, cleaned):
     """With ``data.history: cumulative`` and a @champion of this dataset: its training data plus the new cleaned
     documents, as one snapshot for dedup (tasks/data/history.py); otherwise the cleaned snapshot. The lineage (the
     parent snapshots and what was kept) joins the report either way."""
-    from tasks.data.history import champion_parent, with_history
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
 
     settings = run.config.data
-    parent = (champion_parent(run.config.registry, run.state, settings.dataset)
-              if settings.history == "cumulative" else None)
+    parent = champion_training(run.config.registry, run.state) if settings.history == "cumulative" else None
     merged, record = with_history(cleaned, parent, settings, run.state.snapshots)
     run.report.history = record
     get_run_logger().info("dataset %s: %s", settings.dataset, record["why"])

@@ -56,10 +56,11 @@ def texts_of(ref) -> list[str]:
 
 def test_a_cumulative_retrain_trains_on_the_champions_data_and_the_drop(champion, tmp_path):
     from tasks.data.dedup.stage import dedup_snapshot
-    from tasks.data.history import champion_parent, with_history
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
 
     state, config, cleaned, curated = champion
-    parent = champion_parent(config.registry, state, "corpus")
+    parent = champion_training(config.registry, state)
     assert parent.version == "1" and parent.fingerprint == curated.fingerprint and parent.stage == "dedup"
     old = texts_of(cleaned)
     new_texts = drifted_texts(n=6, seed=11)
@@ -84,10 +85,11 @@ def test_a_new_version_of_a_document_replaces_the_old_one(champion):
     import pyarrow as pa
 
     from tasks.core import snapshot
-    from tasks.data.history import champion_parent, with_history
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
 
     state, config, _, _ = champion
-    parent = champion_parent(config.registry, state, "corpus")
+    parent = champion_training(config.registry, state)
     table = snapshot.read_table(parent.snapshot).slice(0, 1)
     old_text = table.column("text")[0].as_py()
     edited = table.set_column(table.column_names.index("text"), "text", pa.array([old_text + " Revised in 2027."]))
@@ -99,10 +101,11 @@ def test_a_new_version_of_a_document_replaces_the_old_one(champion):
 
 
 def test_retention_keeps_the_newest_parent_documents(champion, tmp_path):
-    from tasks.data.history import champion_parent, with_history
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
 
     state, config, _, _ = champion
-    parent = champion_parent(config.registry, state, "corpus")
+    parent = champion_training(config.registry, state)
     new = drop(tmp_path, config, state, drifted_texts(n=4, seed=12))
     few = config.data.model_copy(update={"retention_documents": 3})
     merged, record = with_history(new, parent, few, state.snapshots)
@@ -115,10 +118,11 @@ def test_retention_keeps_the_newest_parent_documents(champion, tmp_path):
 
 
 def test_nothing_to_merge(champion, tmp_path):
-    from tasks.data.history import champion_parent, with_history
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
 
     state, config, cleaned, _ = champion
-    parent = champion_parent(config.registry, state, "corpus")
+    parent = champion_training(config.registry, state)
     # the champion's own cleaned data again: unchanged, so a rerun reuses every snapshot
     same, record = with_history(cleaned, parent, config.data, state.snapshots)
     assert same == cleaned and not record["merged"] and "nothing to add" in record["why"]
@@ -129,6 +133,21 @@ def test_nothing_to_merge(champion, tmp_path):
     other, record = with_history(new, parent, config.data.model_copy(update={"dataset": "tickets"}), state.snapshots)
     assert other == new and "dataset 'corpus', not 'tickets'" in record["why"]
     assert with_history(new, None, config.data, state.snapshots)[1]["why"].startswith("no @champion")
+
+
+def test_an_unreachable_registry_is_said_not_hidden(champion, tmp_path):
+    """The tracking server down while the data stages run (it may be up again by registration): the new data
+    alone, and the report's history says why."""
+    from tasks.data.history import with_history
+    from tasks.drift.reference import champion_training
+
+    state, config, _, _ = champion
+    down = config.registry.model_copy(update={"tracking_uri": "http://127.0.0.1:9"})
+    parent = champion_training(down, state)
+    assert parent is not None and parent.snapshot is None and "unreachable" in parent.note
+    new = drop(tmp_path, config, state, drifted_texts(n=4, seed=14))
+    same, record = with_history(new, parent, config.data, state.snapshots)
+    assert same == new and not record["merged"] and "the registry is unreachable" in record["why"]
 
 
 def test_config_names_a_bad_dataset_or_history():

@@ -57,6 +57,19 @@ def client_env(api_url: str, home: Path, **extra: str) -> dict:
     return env
 
 
+def wait_registered(server: str, proc, log: Path, parameter: str, value: str) -> None:
+    """Until `tunegate serve` has registered the drift monitor with ``parameter`` set to ``value``."""
+    def registered():
+        with client(server) as c:
+            try:
+                d = c.read_deployment_by_name("drift-monitor/drift-monitor")
+            except Exception:
+                return None
+            return d if d.parameters.get(parameter) == value else None
+
+    wait_for(registered, 120, "tunegate serve to register its deployments", proc, log, every=1)
+
+
 @pytest.fixture(scope="module")
 def served(server, tmp_path_factory):
     """`tunegate serve` against the server, with a small config and a reference path (no champion yet)."""
@@ -75,15 +88,7 @@ def served(server, tmp_path_factory):
     proc = start([str(TUNEGATE), "serve", "--config", str(tmp / "config.yaml"), "--dataset", "corpus",
                   "--reference", str(reference)], env, log)
     try:
-        def registered():
-            with client(server) as c:
-                try:
-                    d = c.read_deployment_by_name("drift-monitor/drift-monitor")
-                except Exception:
-                    return None
-                return d if d.parameters.get("reference") == str(reference) else None
-
-        wait_for(registered, 120, "tunegate serve to register its deployments", proc, log, every=1)
+        wait_registered(server, proc, log, "reference", str(reference))
         yield {"api": server, "home": home, "tmp": tmp, "reference": reference, "proc": proc, "log": log}
     finally:
         stop(proc)
@@ -191,15 +196,7 @@ def test_serve_creates_the_landing_folder_and_leaves_deployments_as_they_were_wh
     proc = start([str(TUNEGATE), "serve", "--dataset", "corpus", "--new-data", str(landing)],
                  client_env(server, tmp_path / "state"), log)
     try:
-        def registered():
-            with client(server) as c:
-                try:
-                    d = c.read_deployment_by_name("drift-monitor/drift-monitor")
-                except Exception:
-                    return None
-                return d if d.parameters.get("new_data") == str(landing) else None
-
-        wait_for(registered, 120, "tunegate serve to register its deployments", proc, log, every=1)
+        wait_registered(server, proc, log, "new_data", str(landing))
     finally:
         stop(proc)
     assert landing.is_dir() and f"created the drift monitor's landing folder {landing}" in log.read_text()

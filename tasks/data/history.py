@@ -12,7 +12,8 @@ keeps the first of each cluster, which is the parent's), so a document seen befo
 Nothing to merge: no champion, a champion of another dataset (its ``dataset`` tag), ``data.history: replace``,
 or new data that is exactly what the champion was trained on (the champion's pre-scrub snapshot was made from
 this cleaned snapshot): then the cleaned snapshot goes on unchanged, so a rerun on unchanged data reuses every
-snapshot. Plain functions; the flow step is flows/retrain_stages.history.
+snapshot. Plain functions (the champion is looked up by tasks/drift/reference.champion_training); the flow step is
+flows/retrain_stages.history.
 """
 
 from __future__ import annotations
@@ -42,31 +43,7 @@ class Parent(BaseModel):
     snapshot: str | None = None  # the stored snapshot read: the pre-scrub parent, else the training snapshot
     stage: str | None = None
     rows: int | None = None
-    note: str = ""
-
-
-def champion_parent(registry, state, dataset: str) -> Parent | None:
-    """The current @champion of ``registry.model_name`` and its stored training data; None without one."""
-    from mlflow.exceptions import MlflowException
-
-    from tasks.drift.reference import find_snapshot, pre_scrub_parent
-    from tasks.registry.store import client
-
-    uri = registry.tracking_uri or state.mlflow_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return None
-    try:
-        mv = client(uri).get_model_version_by_alias(registry.model_name, "champion")
-    except MlflowException:
-        return None
-    tags = mv.tags or {}
-    parent = Parent(model=registry.model_name, version=str(mv.version), dataset=tags.get(DATASET_TAG),
-                    fingerprint=tags.get("snapshot_fingerprint") or "")
-    ref = find_snapshot(state.snapshots, parent.fingerprint) if parent.fingerprint else None
-    if ref is None:
-        return parent.model_copy(update={"note": f"its training snapshot {parent.fingerprint[:16]} is not stored"})
-    used = pre_scrub_parent(state.snapshots, ref) or ref
-    return parent.model_copy(update={"snapshot": used.path, "stage": used.stage, "rows": used.rows})
+    note: str = ""  # why no stored snapshot could be read (the registry unreachable, the snapshot gone)
 
 
 def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -108,7 +85,8 @@ def with_history(new: snapshot.SnapshotRef, parent: Parent | None, data, store: 
                      "why": f"the @champion v{parent.version} was trained on dataset {parent.dataset!r}, not "
                             f"{data.dataset!r}: the new data alone"}
     if parent.snapshot is None:
-        return new, {**record, "merged": False, "why": f"@champion v{parent.version}: {parent.note}; the new data alone"}
+        who = f"@champion v{parent.version}" if parent.version else "the @champion"
+        return new, {**record, "merged": False, "why": f"{who}: {parent.note}; the new data alone"}
     source = json.loads((Path(parent.snapshot) / snapshot.MANIFEST).read_text())
     if source.get("parent_fingerprint") == new.fingerprint:
         return new, {**record, "merged": False, "parents": [described],

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tasks.core import snapshot
+from tasks.data.history import DATASET_TAG, Parent
 from tasks.core.state import StatePaths
 from tasks.registry.settings import RegistrySettings
 
@@ -134,3 +135,32 @@ def champion_reference(registry_settings: RegistrySettings, state: StatePaths, w
         texts_snapshot=texts.path, scrubbed=parent is None and ref.stage == "pii",
         pii_snapshot=ref.path if ref.stage == "pii" else None, tokenizer=tok, tokenizer_source=source,
     )
+
+
+def champion_training(registry_settings: RegistrySettings, state: StatePaths) -> Parent | None:
+    """The current @champion and its stored training data, for a cumulative retrain (tasks/data/history.py): the
+    pre-scrub snapshot when stored, else the training snapshot. None without a champion; an unreachable tracking
+    server gives a Parent with no snapshot and the reason (the run then trains on its new data alone and says so)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry.store import RegistryUnreachable, client
+
+    uri = registry_settings.tracking_uri or state.mlflow_uri()
+    name = registry_settings.model_name
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # no registry database yet: no champion
+    try:
+        mv = client(uri).get_model_version_by_alias(name, "champion")
+    except RegistryUnreachable as exc:
+        return Parent(model=name, version="", dataset=None, fingerprint="",
+                      note=f"the registry is unreachable, so its training data could not be looked up ({exc})")
+    except MlflowException:
+        return None
+    tags = mv.tags or {}
+    parent = Parent(model=name, version=str(mv.version), dataset=tags.get(DATASET_TAG),
+                    fingerprint=tags.get("snapshot_fingerprint") or "")
+    ref = find_snapshot(state.snapshots, parent.fingerprint) if parent.fingerprint else None
+    if ref is None:
+        return parent.model_copy(update={"note": f"its training snapshot {parent.fingerprint[:16]} is not stored"})
+    used = pre_scrub_parent(state.snapshots, ref) or ref
+    return parent.model_copy(update={"snapshot": used.path, "stage": used.stage, "rows": used.rows})
