@@ -316,10 +316,3 @@ def compare(reference: Side, new: Side, t: DriftThresholds, duplicate: float | N
     drift = any(c.drifted for c in ordered)
     return Comparison(statistics=stats, checks=ordered, drift=drift, decision="drift" if drift else "no drift")
 
-
-def token_counts(sequences: Iterable[Iterable[Hashable]]) -> Counter:
-    """Frequencies over token sequences (token ids, or words)."""
-    counts: Counter = Counter()
-    for seq in sequences:
-        counts.update(seq)
-    return counts

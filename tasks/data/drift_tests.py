@@ -48,12 +48,17 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
                                - np.searchsorted(b, values, side="right") / b.size)))
 
 
-def _resampled(name: str, observed: float, statistic: Callable[[np.ndarray], np.ndarray], pool: int, n: int,
-               resamples: int, alpha: float, rng: np.random.Generator, effect: Callable[[float], float]) -> TestResult:
-    """The permutation test's p-value for ``observed``, from up to ``resamples`` same-size drops drawn in blocks.
+def _resampled(name: str, statistic: Callable[[np.ndarray], np.ndarray], pool: int, n: int, resamples: int,
+               alpha: float, rng: np.random.Generator, centred: bool) -> TestResult:
+    """The permutation test of ``statistic`` (rows of drop marks -> one value each; the real drop is the pool's last
+    ``n`` members): its p-value from up to ``resamples`` same-size drops drawn in blocks; the effect is the
+    statistic itself, or (``centred``) how far it lies above the resampled drops' median.
     It stops as soon as more resampled drops reached the observed statistic than a significant result allows (the
     decision is then certain, so it is the full run's; the p-value reported is the estimate so far and
     ``critical`` is None)."""
+    actual = np.zeros((1, pool), dtype=bool)
+    actual[0, -n:] = True
+    observed = float(statistic(actual)[0])
     allowed = alpha * (resamples + 1) - 1  # exceedances a significant result may have
     blocks, done, exceeded = [], 0, 0
     while done < resamples:
@@ -67,17 +72,15 @@ def _resampled(name: str, observed: float, statistic: Callable[[np.ndarray], np.
     median = float(np.median(null))
     critical = float(np.quantile(null, 1 - alpha)) if done == resamples else None
     return TestResult(name=name, statistic=observed, p_value=(1 + exceeded) / (done + 1), critical=critical,
-                      effect=effect(median), null_median=median)
+                      effect=observed - median if centred else observed, null_median=median)
 
 
 def length_test(reference: Sequence[float], new: Sequence[float], resamples: int, alpha: float,
                 rng: np.random.Generator) -> TestResult:
     """KS D of the document lengths; the effect is D itself."""
     pool = np.asarray([*reference, *new], dtype=float)
-    n = len(new)
-    observed = ks_statistic(pool[:-n], pool[-n:])
-    return _resampled("length", observed, lambda marks: np.array([ks_statistic(pool[~m], pool[m]) for m in marks]),
-                      pool.size, n, resamples, alpha, rng, lambda _: observed)
+    return _resampled("length", lambda marks: np.array([ks_statistic(pool[~m], pool[m]) for m in marks]),
+                      pool.size, len(new), resamples, alpha, rng, centred=False)
 
 
 def _js_rows(drop: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -99,14 +102,10 @@ def token_test(reference: Sequence[dict], new: Sequence[dict], resamples: int, a
     docs = [*reference, *new]
     matrix = _counts_matrix(docs)
     total = np.asarray(matrix.sum(axis=0)).ravel()
-    n = len(new)
-    drop_mark = np.zeros((1, len(docs)))
-    drop_mark[0, -n:] = 1
-    observed = float(_js_rows(np.asarray((sparse.csr_matrix(drop_mark) @ matrix).todense()), total)[0])
-    return _resampled("tokens", observed,
+    return _resampled("tokens",
                       lambda marks: _js_rows(np.asarray((sparse.csr_matrix(marks.astype(float)) @ matrix).todense()),
                                              total),
-                      len(docs), n, resamples, alpha, rng, lambda median: observed - median)
+                      len(docs), len(new), resamples, alpha, rng, centred=True)
 
 
 def ratio_test(name: str, reference: Sequence[tuple[float, float]], new: Sequence[tuple[float, float]],
@@ -114,19 +113,15 @@ def ratio_test(name: str, reference: Sequence[tuple[float, float]], new: Sequenc
     """The drop's ratio of sums (numerator, denominator per document: words not one token / words, entities / 1)
     minus the reference's; one-sided (an increase) or two-sided. The effect is that difference."""
     pool = np.asarray([*reference, *new], dtype=float).reshape(-1, 2)
-    n = len(new)
 
     def diffs(marks: np.ndarray) -> np.ndarray:
+        marks = marks.astype(float)
         num_new, den_new = marks @ pool[:, 0], marks @ pool[:, 1]
         num_ref, den_ref = pool[:, 0].sum() - num_new, pool[:, 1].sum() - den_new
         d = num_new / np.maximum(den_new, 1e-12) - num_ref / np.maximum(den_ref, 1e-12)
         return np.abs(d) if two_sided else d
 
-    observed_mark = np.zeros((1, len(pool)))
-    observed_mark[0, -n:] = 1
-    observed = float(diffs(observed_mark)[0])
-    return _resampled(name, observed, lambda marks: diffs(marks.astype(float)), len(pool), n, resamples, alpha, rng,
-                      lambda _: observed)
+    return _resampled(name, diffs, len(pool), len(new), resamples, alpha, rng, centred=False)
 
 
 def _counts_matrix(docs: Sequence[dict]) -> sparse.csr_matrix:
@@ -160,8 +155,4 @@ def unseen_word_test(reference: Sequence[dict], new: Sequence[dict], resamples: 
         drop = np.asarray((picked @ rare).todense())
         return (drop * unseen).sum(axis=1) / np.maximum(marks.astype(float) @ totals, 1e-12)
 
-    observed_mark = np.zeros((1, counts.shape[0]), dtype=bool)
-    observed_mark[0, -n:] = True
-    observed = float(rates(observed_mark)[0])
-    return _resampled("unseen_words", observed, rates, counts.shape[0], n, resamples, alpha, rng,
-                      lambda median: observed - median)
+    return _resampled("unseen_words", rates, counts.shape[0], n, resamples, alpha, rng, centred=True)
