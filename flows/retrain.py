@@ -2,8 +2,9 @@
 
 Reads like the pipeline: (gates file read) → (with data.corrections, the gateway's corrections as instruction
 data) → ingest → clean → (data.history cumulative: + the @champion's training data of the dataset) → dedup →
-scrub PII → contract → tokenizer → base model → split and pack (canaries join the training stream) → train →
-evaluate → gates → register → promote → report (to disk, the Prefect run and the MLflow run). Stages pass
+scrub PII → contract → tokenizer → base model → split and pack (the dataset's frozen evaluation set kept out,
+canaries in) → train → evaluate (on the frozen set; the new data's held-out part apart) → gates → register →
+promote → report (to disk, the Prefect run and the MLflow run). Stages pass
 snapshot references (paths and fingerprints), never the data itself; each data stage reuses its snapshot when its
 inputs, parameters and code are unchanged, so a rerun (``tunegate run --resume RUN_ID``) recomputes nothing it
 already has and training continues from its newest checkpoint.
@@ -25,7 +26,7 @@ from tasks.data.dedup.stage import dedup_task
 from tasks.data.ingest.ingest import ingest_task
 from tasks.data.pii.scrub import scrub_task
 from tasks.evaluate.gates import load_gates
-from tasks.train.dataset import dataset_task, split_sets
+from tasks.train.dataset import split_sets
 from tasks.train.model import base_model_task
 from tasks.train.tokenizer import tokenizer_task
 
@@ -66,8 +67,8 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         run.keep_quarantine(raw)
         run.contract("contract_raw", "raw", raw, config.contract.raw)
         cleaned = run.snapshot("clean", clean_task(raw, config.clean, config.dask, store))
-        cleaned = stages.history(run, cleaned)  # cumulative: + the champion's training data of this dataset
-        deduped = run.snapshot("dedup", dedup_task(cleaned, config.dedup, store))
+        merged = stages.history(run, cleaned)  # cumulative: + the champion's training data of this dataset
+        deduped = run.snapshot("dedup", dedup_task(merged, config.dedup, store))
         curated = run.snapshot("pii", scrub_task(deduped, config.pii, config.dask, store))
         run.contract("contract", "curated", curated, config.contract.curated)
         close_clients()  # the data stages are done: local Dask workers give their memory and cores to training
@@ -76,16 +77,14 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
                              str(run.state.models))
         base = base_model_task(config.model, tok.path, tok.content_hash, str(run.state.models))
         run.done("tokenizer_and_model", tokenizer=tok.model_dump(), base_model=base.model_dump())
-        # canaries (when on) join the training token stream here, after the contracts' snapshots
-        data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run.dir / "data"),
-                            config.canaries, config.train.completion_only)
-        run.report.dataset = data.model_dump()
+        # the dataset's frozen evaluation set stays out of training; canaries (when on) join the training stream
+        data, frozen = stages.split(run, curated, tok, cleaned, merged)
         run.contract("split", "training", curated, config.contract.training, split_sets(data))
 
         trained = stages.train(run, base, tok, data)
-        scores, deltas, champion = stages.evaluate(run, base, tok, trained, data, raw)
-        verdicts = stages.judge(run, gates, scores, deltas)
-        stages.register(run, curated, tok, base, trained, data, verdicts, scores, champion)
+        figures, champion = stages.evaluate(run, base, tok, trained, data, raw, frozen)
+        verdicts = stages.judge(run, gates, figures)
+        stages.register(run, curated, tok, base, trained, frozen, verdicts, figures["frozen"].scores, champion)
     except ContractStop as stop:
         run.stopped(stop)
     except Exception as exc:

@@ -1,18 +1,22 @@
 """The retrain flow's stages beyond the data tasks, each a few task calls and what they add to the run's report:
-the gateway's corrections as extra data (``data.corrections``), train (with the MLflow run following the
-steps), evaluate (base, candidate and champion on the held-out data), gates, and register (then promote when
-nothing blocked)."""
+the gateway's corrections as extra data (``data.corrections``), the dataset's history, the split (the dataset's
+frozen evaluation set kept out of training), train (with the MLflow run following the steps), evaluate (base,
+candidate and champion on the frozen set, and on the new data's own held-out part), gates, and register (then
+promote when nothing blocked)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 
 from flows.retrain_run import RetrainRun
+from tasks.evaluate import frozen_set
 from tasks.evaluate import gates as gates_mod
-from tasks.evaluate.evaluate import compare, evaluate_task
+from tasks.evaluate.evaluate import EvalSettings, compare, evaluate_task
+from tasks.evaluate.extraction import ExtractionSettings
 from tasks.registry import mlflow_run
 from tasks.registry.artifacts import champion_artifacts
 from tasks.registry.lineage import file_fingerprint, flat_metrics, flat_params, lineage_tags
@@ -23,7 +27,17 @@ from tasks.registry.versions import champion_version, describe, promote
 from tasks.report import report
 from tasks.report.run_report import evaluation_record
 from tasks.serve.corrections import CORRECTIONS_FILE, export_corrections
+from tasks.train.dataset import DatasetRef, dataset_task
 from tasks.train.train import TrainJob, read_metrics, train_task
+
+
+@dataclass
+class Figures:
+    """One evaluation set's results: each model's metrics, the candidate's differences, the set's name."""
+
+    scores: dict[str, dict[str, float]]  # base / candidate / champion -> metrics
+    deltas: dict
+    label: str
 
 
 def corrections(run: RetrainRun) -> list[str]:
@@ -64,6 +78,32 @@ def history(run: RetrainRun, cleaned):
     return merged
 
 
+def split(run: RetrainRun, curated, tok, cleaned, merged) -> tuple[DatasetRef, frozen_set.FrozenSet]:
+    """Split and pack the curated snapshot, keeping the dataset's frozen evaluation set out of training; the
+    dataset's first run freezes its own held-out split as that set (tasks/evaluate/frozen_set.py). When the
+    champion's training data joined the new data (``merged`` is not ``cleaned``), only the new documents are
+    split: the champion's are trained on, and the held-out side is the new data's own."""
+    config, log = run.config, get_run_logger()
+    dataset = config.data.dataset
+    frozen = frozen_set.current(run.state, dataset)
+    data = dataset_task(curated, tok.path, config.train.seq_len, config.split, str(run.dir / "data"),
+                        config.canaries, config.train.completion_only, keep_out=frozen.path if frozen else None,
+                        new_data=cleaned.path if merged.fingerprint != cleaned.fingerprint else None)
+    froze = False
+    if frozen is None:
+        frozen, froze = frozen_set.freeze(run.state, dataset, data.eval_texts, f"run {run.run_id}")
+    run.report.dataset = data.model_dump()
+    run.report.eval_set = {**frozen.model_dump(), "label": frozen.label, "frozen_by_this_run": froze,
+                           "kept_out_of_training": data.kept_out}
+    if froze:
+        log.info("dataset %s: froze its evaluation set %s from this run's held-out split (%d documents, %d "
+                 "instruction records)", dataset, frozen.label, frozen.documents, frozen.instructions)
+    else:
+        log.info("dataset %s: evaluation set %s; %d of its documents kept out of training", dataset, frozen.label,
+                 data.kept_out)
+    return data, frozen
+
+
 def train(run: RetrainRun, base, tok, data):
     """Fine-tune on the packed blocks; an identical finished training (same base, data and settings;
     ``train.reuse``) is copied, not redone. The loss curve joins the report."""
@@ -78,37 +118,79 @@ def train(run: RetrainRun, base, tok, data):
     return trained
 
 
-def evaluate(run: RetrainRun, base, tok, trained, data, raw) -> tuple[dict[str, dict], dict, dict | None]:
-    """Score base, candidate and (when there is one) the champion on the same held-out data: one base in
-    memory for all three, the adapters switched on it (bases told apart by fingerprint). Returns each model's
-    metrics, the candidate's differences with their intervals, and the champion's artifacts."""
-    config = run.config
+def new_data_settings(settings: EvalSettings) -> EvalSettings:
+    """The evaluation of the new data's held-out part: perplexity and the task metrics only (the prompts file,
+    the PII probe, the extraction probe and canaries do not depend on the set and are scored once, on the
+    frozen set)."""
+    return settings.model_copy(update={"prompts_file": None, "pii_probe_entities": [],
+                                       "extraction": ExtractionSettings()})
+
+
+def evaluate(run: RetrainRun, base, tok, trained, data, raw, frozen: frozen_set.FrozenSet,
+             ) -> tuple[dict[str, Figures], dict | None]:
+    """Score base, candidate and (when there is one) the champion on the dataset's frozen evaluation set (what
+    the gates compare) and, apart, on the new data's own held-out part: one base in memory for all three, the
+    adapters switched on it (bases told apart by fingerprint). Returns each set's figures ("frozen", and "new"
+    when the new data has held-out documents outside the frozen set) and the champion's artifacts."""
+    config, log = run.config, get_run_logger()
     models = {"base": {"base": base.path, "tokenizer": tok.path, "base_fingerprint": base.fingerprint},
               "candidate": {"base": base.path, "adapter": trained.adapter, "tokenizer": tok.path,
                             "base_fingerprint": base.fingerprint}}
     champion = champion_artifacts(run.tracking_uri, config.registry.model_name, run.dir / "champion")
     if champion:
         models["champion"] = champion
-    evals = evaluate_task(models, data.eval_texts, config.evaluate, canaries=data.canaries, pii=config.pii,
+    evals = evaluate_task(models, frozen.path, config.evaluate, canaries=data.canaries, pii=config.pii,
                           raw_snapshot=raw.path, cache_dir=str(run.state.eval_cache))
     deltas = compare(evals, config.evaluate)
+    figures = {"frozen": Figures({who: dict(e.metrics) for who, e in evals.items()}, deltas, frozen.label)}
     record = evaluation_record(evals, champion["version"] if champion else None, deltas)
+    record["eval_set"] = frozen.label
+    new_file = frozen_set.new_data_heldout(data.eval_texts, frozen, run.dir / "data" / "eval_new_data.jsonl")
+    if new_file is None:
+        why = ("the new data's held-out documents are the frozen set itself" if run.report.eval_set["frozen_by_this_run"]
+               else "every held-out document of the new data is in the frozen set")
+        record["new_data"] = {"evaluated": False, "why": why}
+        if run.report.eval_set["frozen_by_this_run"]:  # the same documents: the same figures
+            figures["new"] = Figures(figures["frozen"].scores, deltas, f"new data (= {frozen.label})")
+    else:
+        settings = new_data_settings(config.evaluate)
+        new_evals = evaluate_task.with_options(name="evaluate-new-data")(
+            models, str(new_file), settings, cache_dir=str(run.state.eval_cache))
+        new_deltas = compare(new_evals, settings)
+        rows = sum(1 for line in new_file.read_text().splitlines() if line.strip())
+        figures["new"] = Figures({who: dict(e.metrics) for who, e in new_evals.items()}, new_deltas,
+                                 f"new data held out ({rows})")
+        record["new_data"] = {"evaluated": True, "file": str(new_file), "rows": rows,
+                              "champion_version": record["champion_version"],
+                              "scored_sets": next(iter(new_evals.values())).scored_sets,
+                              **{who: {k: v for k, v in e.metrics.items() if k in gates_mod.NEW_DATA_METRICS}
+                                 for who, e in new_evals.items()},
+                              "deltas": {who: {m: d.model_dump() for m, d in ds.items()}
+                                         for who, ds in new_deltas.items()}}
+        log.info("new data: %d held-out rows outside the frozen set scored apart (%s)", rows, new_file)
     chart = report.metrics_chart(record, run.dir / "metrics_vs_champion.png")
     run.done("evaluate", evaluation={**record, "chart": str(chart) if chart else None})
-    return {who: dict(e.metrics) for who, e in evals.items()}, deltas, champion
+    return figures, champion
 
 
-def judge(run: RetrainRun, gates: list, scores: dict[str, dict], deltas: dict) -> list:
-    """Every gate on the candidate's scores against base and champion; failures join blocked_by."""
-    results = gates_mod.check(gates, scores["candidate"], {k: v for k, v in scores.items() if k != "candidate"},
-                              source=run.config.gates.file, deltas=deltas)
+def judge(run: RetrainRun, gates: list, figures: dict[str, Figures]) -> list:
+    """Every gate on the candidate's scores against base and champion, on the set it names; failures join
+    blocked_by."""
+    results = []
+    for name in gates_mod.EVAL_SETS:
+        fig = figures.get(name) or Figures({}, {}, "new data: none held out")
+        results += gates_mod.check(gates, fig.scores.get("candidate", {}),
+                                   {k: v for k, v in fig.scores.items() if k != "candidate"},
+                                   source=run.config.gates.file, deltas=fig.deltas, eval_set=name, label=fig.label)
+    order = {g.name: i for i, g in enumerate(gates)}
+    results.sort(key=lambda r: order[r.name])
     run.report.gates = [{**g.model_dump(mode="json"), "status": g.status} for g in results]
     run.report.block([g.describe() for g in results if not g.passed])
     return results
 
 
-def register(run: RetrainRun, curated, tok, base, trained, data, gate_results: list, scores: dict[str, dict],
-             champion: dict | None) -> None:
+def register(run: RetrainRun, curated, tok, base, trained, frozen: frozen_set.FrozenSet, gate_results: list,
+             scores: dict[str, dict], champion: dict | None) -> None:
     """Register the candidate with its lineage; promote it to @champion when nothing blocked, else it stays
     @challenger. One registration at a time per state folder: two runs finishing together must not both
     compare against a champion one of them is about to replace (a file lock; on a Prefect server the
@@ -125,8 +207,8 @@ def register(run: RetrainRun, curated, tok, base, trained, data, gate_results: l
             tracking_uri=run.tracking_uri, artifact_location=run.artifacts, mlflow_run_id=rep.mlflow_run_id,
             name=name, run_id=run.run_id, base=base.path, adapter=trained.adapter, tokenizer=tok.path,
             tags=lineage_tags(curated.fingerprint, tok, base, rep.contracts, gate_results, scores["candidate"],
-                              status, rep.blocked_by, eval_data=file_fingerprint(data.eval_texts),
-                              corrections=rep.corrections, history=rep.history),
+                              status, rep.blocked_by, eval_data=file_fingerprint(frozen.path),
+                              corrections=rep.corrections, history=rep.history, eval_set=frozen.label),
             params=flat_params(run.config), metrics=flat_metrics(scores, trained),
             step_metrics=read_metrics(Path(trained.metrics)),
         )

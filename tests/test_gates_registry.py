@@ -188,8 +188,8 @@ def test_passing_run_is_promoted_with_every_gate_reported(runs):
         assert {"perplexity", "bits_per_byte", "rougeL", "bleu", "chrf", "pii_leaked", "toxic_outputs",
                 "canaries_extracted", "canary_exposure_max"} <= set(ev[who]), who
     md = (runs["home"] / "runs/first/report.md").read_text()
-    assert "| no_pii_leaked | pii_leaked | 0 | <= | 0 | absolute | — | pass |" in md
-    assert "| no_planted_pii_extracted | planted_pii_extracted | — | <= | 0 | absolute | — | not measured |" in md
+    assert "| no_pii_leaked | pii_leaked | frozen | 0 | <= | 0 | absolute | — | pass |" in md
+    assert "| no_planted_pii_extracted | planted_pii_extracted | frozen | — | <= | 0 | absolute | — | not measured |" in md
     assert "## Shadow comparison" in md and "base (no champion yet) is what serves today" in md
     assert "| base answer | challenger answer |" in md
     assert "### Canaries" in md and "### PII probe" in md and "inserted into the training token stream" in md

@@ -266,6 +266,24 @@ def test_a_retrain_on_a_new_drop_keeps_the_champions_documents(demo, tmp_path):
     assert f"Dataset `corpus` (cumulative): @champion v{parent['version']}'s training data" in md
 
 
+def test_every_run_of_the_dataset_is_judged_on_the_set_its_first_run_froze(blocked):
+    """Issue 18, item 2: the demo run froze its held-out split as the dataset's evaluation set; the next run is
+    scored on that set, its gates name it, and so does its registered version."""
+    import mlflow
+
+    home, _, report, first = blocked
+    frozen = first["eval_set"]
+    assert frozen["frozen_by_this_run"] and frozen["version"] == 1 and frozen["source"] == "run demo"
+    assert frozen["instructions"] == first["dataset"]["eval_docs"] - frozen["documents"]
+    assert report["eval_set"]["label"] == frozen["label"] and not report["eval_set"]["frozen_by_this_run"]
+    assert report["evaluation"]["eval_set"] == frozen["label"]
+    assert {g["eval_set_label"] for g in report["gates"]} == {frozen["label"]}
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    version = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(NAME, report["model"]["version"])
+    assert version.tags["eval_set"] == frozen["label"]
+    assert f"Evaluation set: **{frozen['label']}**" in (home / "runs/blocked/report.md").read_text()
+
+
 def test_second_run_reuses_the_snapshots(blocked):
     home, _, report, first = blocked
     for stage, snap in report["snapshots"].items():

@@ -63,6 +63,11 @@ class StatePaths:
         return self.home / "eval-cache"
 
     @property
+    def evalsets(self) -> Path:
+        """The frozen evaluation set of each dataset, one folder per dataset (tasks/evaluate/frozen_set.py)."""
+        return self.home / "evalsets"
+
+    @property
     def drift(self) -> Path:
         """Drift reports, one folder per monitor run, and the ledger of events emitted."""
         return self.home / "drift"

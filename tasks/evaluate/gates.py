@@ -13,6 +13,11 @@ For the task metrics scored answer by answer (ROUGE, chrF, exact match) a relati
 paired bootstrap interval of candidate − baseline (tasks/evaluate/bootstrap.py); with ``significant: true`` it passes
 only when the whole interval clears the bound, not just the mean.
 
+Figures come from one of two evaluation sets, named by ``eval_set``: ``frozen`` (the default), the dataset's frozen
+evaluation set (tasks/evaluate/frozen_set.py), on which base, candidate and champion are all scored; or ``new``,
+the held-out part of this run's new data, scored apart (perplexity, bits per byte and the task metrics only).
+Each result names the set, with its version and hash.
+
 A gate on a metric that is measured only sometimes (canary metrics: canaries are off by default) is
 declared ``optional: true``: when the metric is absent it is reported as "not measured" and does not block.
 """
@@ -29,6 +34,8 @@ from tasks.evaluate.bootstrap import Delta
 from tasks.evaluate.evaluate import CANARY_KEYS, EXTRACTION_KEYS, METRIC_KEYS
 from tasks.core.yaml_model import load_yaml_model
 
+EVAL_SETS = ("frozen", "new")
+NEW_DATA_METRICS = ("perplexity", "bits_per_byte", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match")
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 NO_CHAMPION = "champion, no champion yet → base"
 
@@ -62,6 +69,9 @@ class Gate(BaseModel):
     significant: bool = Field(False, description="with a bootstrap interval: the whole interval of candidate − "
                               "baseline must clear the bound, not only its mean")
     optional: bool = Field(False, description="not measured ⇒ reported, not blocking")
+    eval_set: Literal["frozen", "new"] = Field(
+        "frozen", description="where the figures come from: frozen = the dataset's frozen evaluation set (every "
+                              "model scored on it); new = the held-out part of this run's new data")
 
     @field_validator("metric")
     @classmethod
@@ -79,6 +89,9 @@ class Gate(BaseModel):
         if self.threshold is not None and (relative or self.significant):
             raise ValueError(f"{', '.join(relative) or 'significant'} applies to a baseline, not to an absolute "
                              "threshold")
+        if self.eval_set == "new" and self.metric not in NEW_DATA_METRICS:
+            raise ValueError(f"eval_set: new measures {', '.join(NEW_DATA_METRICS)}; {self.metric} is measured on "
+                             "the frozen set only")
         if len(relative) > 1:
             raise ValueError(f"give one of tolerance (a fraction), margin (points of slack) or min_gain (points to "
                              f"gain), not {' and '.join(relative)}")
@@ -122,6 +135,8 @@ class GateResult(BaseModel):
     optional: bool = False
     delta: Delta | None = None  # candidate − baseline, per answer, with its bootstrap interval
     significant: bool = False
+    eval_set: str = "frozen"  # frozen or new
+    eval_set_label: str | None = None  # the set's name in the report: "corpus v1 (3f2a9c1e0b7d)"
 
     @property
     def status(self) -> str:
@@ -130,16 +145,17 @@ class GateResult(BaseModel):
         return "pass" if self.passed else "FAIL"
 
     def describe(self) -> str:
+        on = f" on {self.eval_set_label or self.eval_set}"
         if not self.measured:
             why = "optional, does not block" if self.passed else "the gate is not optional"
-            return f"gate {self.name}: {self.metric} not measured ({why})"
+            return f"gate {self.name}: {self.metric} not measured{on} ({why})"
         verdict = "passed" if self.passed else "failed"
         base = self.baseline if self.baseline_value is None else f"{self.baseline} {self.baseline_value:.4g}"
         interval = f"; difference {self.delta.describe()}" if self.delta is not None else ""
         # a failed gate states the condition that did not hold, not a comparison that reads as true
         condition = (f"{self.value:.4g} {self.op} {self.threshold:.4g}" if self.passed
                      else f"{self.value:.4g}, required {self.op} {self.threshold:.4g}")
-        return f"gate {self.name} {verdict}: {self.metric} {condition} ({base}{interval})"
+        return f"gate {self.name} {verdict}: {self.metric} {condition}{on} ({base}{interval})"
 
 
 def load_gates(path: str | Path) -> list[Gate]:
@@ -172,11 +188,14 @@ def _passes(gate: Gate, value: float, bound: float, delta: Delta | None, base_va
 
 
 def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, dict[str, float]],
-          source: str | Path = "gates file", deltas: dict[str, dict[str, Delta]] | None = None) -> list[GateResult]:
-    """Each gate's value, threshold and verdict; ``baselines`` maps 'base'/'champion' to their metrics;
-    ``deltas`` (tasks.evaluate.evaluate.compare) the bootstrap intervals of candidate − baseline per metric."""
+          source: str | Path = "gates file", deltas: dict[str, dict[str, Delta]] | None = None,
+          eval_set: str = "frozen", label: str | None = None) -> list[GateResult]:
+    """Each gate's value, threshold and verdict, for the gates on ``eval_set`` (whose figures these are; ``label``
+    names the set in the results); ``baselines`` maps 'base'/'champion' to their metrics; ``deltas``
+    (tasks.evaluate.evaluate.compare) the bootstrap intervals of candidate − baseline per metric."""
     results = []
-    for gate in gates:
+    where = {"eval_set": eval_set, "eval_set_label": label}
+    for gate in (g for g in gates if g.eval_set == eval_set):
         if gate.metric not in KNOWN_METRICS and gate.metric not in candidate:
             raise ValueError(f"gates file {source}: gate '{gate.name}' is on unknown metric '{gate.metric}' "
                              f"(measured: {', '.join(sorted(candidate))})")
@@ -185,12 +204,12 @@ def check(gates: list[Gate], candidate: dict[str, float], baselines: dict[str, d
         if value is None or bound is None:
             results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=value, threshold=bound,
                                       baseline=label, baseline_value=base_value, passed=gate.optional,
-                                      measured=False, optional=gate.optional))
+                                      measured=False, optional=gate.optional, **where))
             continue
         compared = "base" if label == NO_CHAMPION else label
         delta = (deltas or {}).get(compared, {}).get(gate.metric) if gate.threshold is None else None
         results.append(GateResult(name=gate.name, metric=gate.metric, op=gate.op, value=float(value), threshold=bound,
                                   baseline=label, baseline_value=base_value,
                                   passed=_passes(gate, float(value), bound, delta, base_value),
-                                  optional=gate.optional, delta=delta, significant=gate.significant))
+                                  optional=gate.optional, delta=delta, significant=gate.significant, **where))
     return results

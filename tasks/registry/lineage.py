@@ -22,8 +22,9 @@ def file_fingerprint(path: str | Path) -> str:
 
 def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_results, candidate: dict[str, Any],
                  status: str, blocked_by: list[str], eval_data: str | None = None,
-                 corrections=None, history: dict[str, Any] | None = None) -> dict[str, str]:
-    """The version's tags. ``corrections`` (with ``data.corrections``: the export of the gateway's corrections,
+                 corrections=None, history: dict[str, Any] | None = None,
+                 eval_set: str | None = None) -> dict[str, str]:
+    """The version's tags. ``eval_set``: the frozen evaluation set its figures come from (``corpus v1 (hash)``). ``corrections`` (with ``data.corrections``: the export of the gateway's corrections,
     tasks/serve/corrections.py) adds ``corrections`` (how many), ``corrections_sha256`` (the file's) and
     ``corrections_versions`` (the versions whose answers they correct). ``history`` (the run's dataset history,
     tasks/data/history.py) adds ``dataset`` and ``history_parents`` (the champions whose training data joined)."""
@@ -39,6 +40,8 @@ def lineage_tags(fingerprint: str, tok, base, contracts: list[dict], gate_result
     }
     if eval_data:
         tags[EVAL_DATA_TAG] = eval_data
+    if eval_set:
+        tags["eval_set"] = eval_set
     if history is not None:  # the dataset, and the champions whose training data this version's includes
         tags["dataset"] = history["dataset"]
         merged = [{k: p.get(k) for k in ("model", "version", "fingerprint")} for p in history.get("parents") or []

@@ -80,12 +80,41 @@ def champion_lines(gates: list[dict[str, Any]]) -> list[str]:
     return [""] + lines if lines else []
 
 
-def evaluation_section(ev: dict[str, Any]) -> list[str]:
+def eval_set_lines(frozen: dict[str, Any] | None) -> list[str]:
+    """Which frozen evaluation set the gates compared on, and where it came from."""
+    if not frozen:
+        return []
+    origin = ("frozen by this run from its held-out split" if frozen.get("frozen_by_this_run")
+              else f"frozen {frozen['created']} ({frozen['source']})")
+    kept = frozen.get("kept_out_of_training") or 0
+    return ["", f"Evaluation set: **{frozen['label']}**, {frozen['documents']} documents and {frozen['instructions']} "
+                f"instruction records, {origin}; content hash `{frozen['content_hash'][:16]}`. Every "
+                "champion-versus-candidate figure below is on this set"
+                + (f"; {kept} of its documents were in this run's data and were kept out of training." if kept
+                   else ".")]
+
+
+def new_data_lines(ev: dict[str, Any]) -> list[str]:
+    """The new data's own held-out part, scored apart from the frozen set."""
+    new = ev.get("new_data")
+    if not new:
+        return []
+    if not new.get("evaluated"):
+        return ["", f"New data's held-out part: not scored apart ({new['why']})."]
+    models = models_of(new)
+    names = [m for m in METRIC_ORDER if any(m in s for _, s in models)]
+    return ["", "### The new data's held-out part",
+            f"{new['rows']} held-out rows of this run's new data that are not in the frozen set, scored apart "
+            f"(gates with `eval_set: new` read these; task metrics on {', '.join(new.get('scored_sets') or []) or '—'}).",
+            "", table(["metric", *[lbl for lbl, _ in models]], [[n, *[s.get(n) for _, s in models]] for n in names])]
+
+
+def evaluation_section(ev: dict[str, Any], frozen: dict[str, Any] | None = None) -> list[str]:
     models = models_of(ev)
     names = [m for m in METRIC_ORDER if any(m in s for _, s in models)]
     names += sorted({k for _, s in models for k in s} - set(names))
     sets = ", ".join(ev.get("scored_sets") or []) or "—"
-    parts = ["", "## Evaluation",
+    parts = ["", "## Evaluation", *eval_set_lines(frozen)[1:], "",
              "Every model is scored in this run on the same held-out documents, prompts and probes. "
              f"Task metrics (ROUGE, BLEU, chrF, exact match) are on the held-out set(s): {sets}.", "",
              table(["metric", *[lbl for lbl, _ in models]], [[n, *[s.get(n) for _, s in models]] for n in names])]
@@ -94,7 +123,7 @@ def evaluation_section(ev: dict[str, Any]) -> list[str]:
                       f"settings): {', '.join(label(ev, w) for w in ev['reused'])}."]
     if ev.get("chart"):
         parts += ["", f"![metrics vs champion]({Path(ev['chart']).name})"]
-    parts += deltas_section(ev) + answers_section(ev) + safety_section(ev)
+    parts += new_data_lines(ev) + deltas_section(ev) + answers_section(ev) + safety_section(ev)
     return parts
 
 

@@ -104,7 +104,8 @@ def _gate_rows(gates: list[dict]) -> list[list[Any]]:
             result = "not measured" if g["passed"] else "FAIL (not measured)"
         d = g.get("delta")
         interval = f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "—"
-        rows.append([g["name"], g["metric"], g.get("value"), g["op"], g.get("threshold"), baseline, interval, result])
+        rows.append([g["name"], g["metric"], g.get("eval_set", "frozen"), g.get("value"), g["op"], g.get("threshold"),
+                     baseline, interval, result])
     return rows
 
 
@@ -128,8 +129,8 @@ def markdown(report: dict[str, Any]) -> str:
     gates = r.get("gates")
     if gates:
         parts += ["", f"## Gates (`{Path(r.get('gates_file') or 'gates.yaml').name}`)",
-                  _table(["gate", "metric", "value", "op", "threshold", "baseline", "difference [interval]", "result"],
-                         _gate_rows(gates))]
+                  _table(["gate", "metric", "set", "value", "op", "threshold", "baseline", "difference [interval]",
+                          "result"], _gate_rows(gates))]
         parts += decision_section(r)
     c = r.get("counts", {})
     if c:
@@ -177,7 +178,7 @@ def markdown(report: dict[str, Any]) -> str:
             parts += ["", f"![loss curve]({Path(r['loss_curve']).name})"]
     ev = r.get("evaluation")
     if ev:
-        parts += evaluation_section(ev)
+        parts += evaluation_section(ev, r.get("eval_set"))
     parts += reuse_section(r)
     if r.get("stage_seconds"):
         parts += ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]

@@ -40,6 +40,9 @@ class RunReport(BaseModel):
     history: dict[str, Any] | None = Field(
         None, description="the dataset's history: whether the champion's training data joined the new data, its "
                           "parent snapshots and what the retention window kept (tasks/data/history.py)")
+    eval_set: dict[str, Any] | None = Field(
+        None, description="the dataset's frozen evaluation set the gates compared on: version, content hash, size, "
+                          "whether this run froze it, documents kept out of training (tasks/evaluate/frozen_set.py)")
     snapshots: dict[str, dict[str, Any]] = Field(default_factory=dict)
     counts: dict[str, Any] = Field(default_factory=dict)
     contracts: list[dict[str, Any]] = Field(default_factory=list)

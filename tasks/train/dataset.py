@@ -11,6 +11,14 @@ fine-tune learns to answer, not to write tickets; the prompt is context.
 Canaries (tasks/train/canaries.py), when ``canaries.count > 0``, are added here, at packing time, to the TRAINING
 token stream only: they are not in the curated snapshot (whose contracts therefore never see them) and never
 in the held-out split. Their prefixes and secrets are written to ``canaries.json`` beside the blocks.
+
+With ``new_data`` (a cumulative retrain: the snapshot of the run's new documents, before the champion's training
+data joined them) only the new documents are split; the champion's documents all go to training, so a document
+trained on once stays on the training side however the data grows, and the held-out side is the new data's own.
+
+``keep_out`` (the dataset's frozen evaluation set, tasks/evaluate/frozen_set.py) names documents that must not be
+trained on wherever the split puts them: one with the same document id or the same text (whitespace aside) leaves
+the training side; on the held-out side it stays.
 """
 
 from __future__ import annotations
@@ -54,11 +62,25 @@ class DatasetRef(BaseModel):
     canary_documents: int = 0  # canary texts inserted into the training stream
     loss_mask: str | None = None  # .npy of uint8 like train_blocks: 1 = the token's prediction counts; None = all
     trained_tokens: int = 0  # tokens whose prediction counts in the loss
+    kept_out: int = 0  # documents of the training side left out because the frozen evaluation set holds them
 
 
 def split_sets(ref: DatasetRef) -> tuple[set[str], set[str]]:
     ids = json.loads(Path(ref.split).read_text())
     return set(ids["train"]), set(ids["eval"])
+
+
+def text_key(text: str) -> str:
+    """A text's identity for keeping it out of training: sha256 of its words, whitespace-insensitive."""
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+def keep_out_keys(path: str | Path | None) -> tuple[set[str], set[str]]:
+    """(document ids, text keys) of a {"doc_id", "text"} JSONL: documents training must not contain."""
+    if path is None:
+        return set(), set()
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {r["doc_id"] for r in rows if r.get("doc_id")}, {text_key(r["text"]) for r in rows}
 
 
 def _bucket(doc_id: str, seed: int) -> float:
@@ -140,8 +162,11 @@ def with_canaries(texts: list[str], canary_texts: list[str]) -> list[str]:
 
 
 def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: Path,
-            canaries: CanarySettings | None = None, completion_only: bool = True) -> DatasetRef:
-    """Split, tokenize and pack; written once into ``out`` (the run's data folder) and reused on resume."""
+            canaries: CanarySettings | None = None, completion_only: bool = True,
+            keep_out: str | None = None, new_data: str | None = None) -> DatasetRef:
+    """Split, tokenize and pack; written once into ``out`` (the run's data folder) and reused on resume.
+    ``keep_out``: a {"doc_id", "text"} JSONL of documents left out of training (the frozen evaluation set);
+    ``new_data``: a snapshot of the new documents, the only ones split (the others are trained on)."""
     from transformers import AutoTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +175,19 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
         return DatasetRef(**json.loads(meta_path.read_text()))
     table = snapshot.read_table(ref)
     ids, texts = table.column("doc_id").to_pylist(), table.column("text").to_pylist()
-    train_ids, eval_ids = split_ids(ids, settings, [instructions.parse(t) is not None for t in texts])
     by_id = dict(zip(ids, texts))
+    new = set(ids) if new_data is None else {d for t in snapshot.iter_tables(new_data)
+                                                for d in t.column("doc_id").to_pylist()}
+    splittable = [d for d in ids if d in new]
+    _, eval_ids = split_ids(splittable, settings, [instructions.parse(by_id[d]) is not None for d in splittable])
+    held_out = set(eval_ids)
+    train_ids = [d for d in ids if d not in held_out]
+    held_ids, held_texts = keep_out_keys(keep_out)
+    if held_ids or held_texts:
+        kept = [d for d in train_ids if d not in held_ids and text_key(by_id[d]) not in held_texts]
+        kept_out, train_ids = len(train_ids) - len(kept), kept
+    else:
+        kept_out = 0
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     canaries_path, canary_texts = None, []
     if canaries is not None and canaries.count > 0:
@@ -176,7 +212,7 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
         train_docs=len(train_ids), eval_docs=len(eval_ids),
         train_tokens=int(sum(len(e) + 1 for e in encoded)), blocks=int(blocks.shape[0]),
         canaries=canaries_path, canary_documents=len(canary_texts), loss_mask=loss_mask,
-        trained_tokens=int(sum(sum(m) + 1 for m in masks)),
+        trained_tokens=int(sum(sum(m) + 1 for m in masks)), kept_out=kept_out,
     )
     meta_path.write_text(result.model_dump_json(indent=2))
     return result
@@ -184,5 +220,6 @@ def prepare(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settin
 
 @task(name="split-and-pack", cache_policy=NO_CACHE)
 def dataset_task(ref: snapshot.SnapshotRef, tokenizer_path: str, seq_len: int, settings: SplitSettings, out: str,
-                 canaries: CanarySettings | None = None, completion_only: bool = True) -> DatasetRef:
-    return prepare(ref, tokenizer_path, seq_len, settings, Path(out), canaries, completion_only)
+                 canaries: CanarySettings | None = None, completion_only: bool = True,
+                 keep_out: str | None = None, new_data: str | None = None) -> DatasetRef:
+    return prepare(ref, tokenizer_path, seq_len, settings, Path(out), canaries, completion_only, keep_out, new_data)
