@@ -39,10 +39,13 @@ def flow_run_name() -> str:
 
 
 def final_state(rep: dict[str, Any]):
-    """The flow run's end state: a blocked run is a Completed state named ``Blocked`` whose message says why (what
-    the Prefect UI lists and an automation can match); otherwise None, Prefect's own Completed."""
-    from prefect.states import Completed
+    """The flow run's end state, what the Prefect UI lists and an automation matches: a failed run is Failed, with
+    its error as the message (the report is written first); a blocked run is a Completed state named ``Blocked``
+    whose message says why; otherwise None, Prefect's own Completed."""
+    from prefect.states import Completed, Failed
 
+    if rep.get("status") == "failed":
+        return Failed(message=f"run {rep.get('run_id')} failed: {rep.get('error')}"[:2000])
     if rep.get("status") != "blocked":
         return None
     why = "; ".join(rep.get("blocked_by") or []) or str(rep.get("stopped_at") or "blocked")
@@ -52,7 +55,8 @@ def final_state(rep: dict[str, Any]):
 @flow(name="retrain", log_prints=True, flow_run_name=flow_run_name)
 def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json). A blocked run
-    ends in a Completed state named Blocked, with the gates and contracts that blocked it as its message."""
+    ends in a Completed state named Blocked, with the gates and contracts that blocked it as its message; a failed
+    one, its report written, in a Failed state (call with ``return_state=True`` to get it without an exception)."""
     from prefect.runtime import flow_run
 
     run = RetrainRun(config, run_id or flow_run.name or new_run_id(), StatePaths.from_env(home))

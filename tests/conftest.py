@@ -154,6 +154,14 @@ SLOW_FILES = {
 }
 
 
+def pytest_runtest_setup(item):
+    """A test of a module that reads the public evaluation data (its SHARED_EVAL) fails, saying why, when that
+    data is not beside the checkout: never a silent skip."""
+    if getattr(item.module, "SHARED_EVAL", None) is not None and not SHARED_EVAL.is_dir():
+        pytest.fail(f"{SHARED_EVAL} is missing: this test reads the public evaluation data (PII benchmark, documents, "
+                    "corpora) that lies beside the checkout as ../shared/eval", pytrace=False)
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -SLOW_FILES.get(item.path.name, 0))  # stable: file order kept among the rest
 

@@ -64,7 +64,8 @@ def planted():
 @pytest.fixture(scope="module")
 def planted_long():
     if not HAVE_CORPORA:  # made-up Zipf words share far more of their bags than text does: no fair long set
-        pytest.skip("the long set needs the shared corpora")
+        pytest.fail(f"the long set needs the shared corpora: {CORPORA / 'wikitext-2-raw' / 'wiki.test.raw'} is missing",
+                    pytrace=False)
     return _planted("shakespeare-long", 40)
 
 

@@ -229,6 +229,12 @@ def faulty(tmp_path_factory, extensions_dir):
                               text=True, timeout=900)
         out["run3"] = {"rc": run3.returncode, "stdout": run3.stdout, "stderr": run3.stderr,
                        "report": report(home, RUN_ID)}
+        import sqlite3
+
+        with sqlite3.connect(home / "prefect" / "prefect.db") as db:  # the three flow runs of RUN_ID, as Prefect has them
+            out["prefect_states"] = db.execute(
+                "SELECT flow_run.state_type, flow_run.state_name, flow_run_state.message FROM flow_run JOIN "
+                "flow_run_state ON flow_run_state.id = flow_run.state_id WHERE flow_run.name = ?", (RUN_ID,)).fetchall()
         import mlflow
 
         c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -277,6 +283,10 @@ def test_mlflow_server_down_fails_the_run_in_one_line(faulty):
     [line] = [x for x in run2["stderr"].splitlines() if x.startswith("error: ")]
     assert faulty["uri"] in line and "unreachable" in line, line
     print(f"\nFIGURE mlflow-down message: {line}")
+    # issue 16: a failed run is Failed in Prefect (the UI, automations), not Completed; its error is the message
+    assert ("FAILED", "Failed") in [(t, n) for t, n, _ in faulty["prefect_states"]], faulty["prefect_states"]
+    [message] = [m for t, _, m in faulty["prefect_states"] if t == "FAILED"]
+    assert message.startswith(f"run {RUN_ID} failed: ") and "unreachable" in message
 
 
 def test_retry_after_mlflow_restart_registers_exactly_one_version(faulty):

@@ -24,8 +24,6 @@ PYPDF = DOCUMENTS / "py-pdf-sample-files"
 EXAMPLES = DOCUMENTS / "unstructured-example-docs"
 SETTINGS = IngestSettings()
 
-pytestmark = pytest.mark.skipif(not DOCUMENTS.is_dir(), reason=f"{DOCUMENTS} is not there")
-
 
 @pytest.fixture(scope="module")
 def outcome() -> dict[str, list[dict]]:

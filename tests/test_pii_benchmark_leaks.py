@@ -147,3 +147,35 @@ def test_the_encryption_key_appears_nowhere_and_decrypts_the_values(tmp_path):
     assert AESCipher.decrypt(key.encode(), token) == email  # reversible with the key, and only with it
     second = next(r["text"] for r in rows if r["text"].startswith("The card "))
     assert card not in second and "10.20.30.40" not in second
+
+
+def test_a_rotated_key_scrubs_again_instead_of_reusing_the_snapshot(tmp_path):
+    """Issue 16: the PII snapshot's cache key left the key out, so after rotating $TUNEGATE_PII_KEY the snapshot
+    encrypted with the old key was reused. Now a fingerprint of the key is in it (never the key)."""
+    from presidio_anonymizer.operators.aes_cipher import AESCipher
+
+    email = "dana.whitfield@example.net"
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"text": f"Write to {email} today about the invoice."}) + "\n")
+    cfg = tmp_path / "encrypt.yaml"
+    cfg.write_text("pii:\n  operator: encrypt\ndask:\n  scheduler: sync\n")
+    home = tmp_path / "home"
+
+    def scrubbed(key: str, out: str) -> tuple[str, str]:
+        proc = run_cli("scrub", str(data), "--out", str(tmp_path / out), "--config", str(cfg), home=home, timeout=600,
+                       env={"TUNEGATE_PII_KEY": key})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [row] = [r for shard in sorted((tmp_path / out).glob("*.parquet")) for r in pq.read_table(shard).to_pylist()]
+        token = row["text"].removeprefix("Write to ").removesuffix(" today about the invoice.")
+        manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+        return token, manifest["fingerprint"]
+
+    old, new = "K" * 32, "N" * 32
+    token1, fp1 = scrubbed(old, "one")
+    token2, fp2 = scrubbed(old, "two")
+    assert fp2 == fp1  # the same key: the snapshot is reused
+    token3, fp3 = scrubbed(new, "three")
+    assert fp3 != fp1 and AESCipher.decrypt(new.encode(), token3) == email
+    assert AESCipher.decrypt(old.encode(), token1) == email
+    for name in ("one", "two", "three"):
+        assert not [f for f in (tmp_path / name).rglob("*") if f.is_file() and old.encode() in f.read_bytes()]

@@ -330,11 +330,19 @@ def test_champion_loads_as_pyfunc_and_generates(demo):
 
 
 def test_generate_command_uses_the_champion(demo):
-    home, _, _ = demo
+    """`tunegate generate` reads the version's folders as files (no unpickling) and continues a prompt exactly as
+    the registered pyfunc does."""
+    import mlflow
+
+    home, _, report = demo
     proc = run_cli("generate", "The dock", "--name", NAME, "--max-new-tokens", "12", "--temperature", "1.0", "--seed",
                    "1", home=home)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip()
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{home / 'mlflow.db'}")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    [expected] = pyfunc.predict(["The dock"], params={"max_new_tokens": 12, "temperature": 1.0, "seed": 1})
+    assert proc.stdout.strip() == expected.strip() and expected.strip()
     assert run_cli("generate", "x", "--name", NAME, "--model", "99", home=home).returncode == 1
 
 
@@ -358,3 +366,25 @@ def test_merge_command_writes_a_plain_model_with_the_champions_logits(demo, tmp_
         unmerged = load_model(parts["base"], parts["adapter"])(input_ids=ids).logits
     assert torch.allclose(merged, unmerged, atol=1e-4)
     assert run_cli("merge", str(tmp_path / "none"), "--model", "99", "--name", NAME, home=home).returncode == 1
+
+
+def test_a_version_whose_folders_changed_in_the_artifact_store_is_refused(demo):
+    """Issue 16: whoever can write to the artifact store must not get their files loaded as the champion. The
+    digests recorded at registration are checked after download; a changed adapter file is refused, naming it.
+    (Last in this module: it restores the files it changes.)"""
+    home, _, _ = demo
+    configs = [p for p in (home / "mlartifacts").rglob("adapter/adapter_config.json") if "artifacts" in p.parts]
+    originals = {p: p.read_bytes() for p in configs}
+    assert configs
+    try:
+        for p, data in originals.items():
+            p.write_bytes(data + b"\n")
+        for command in (["generate", "x"], ["merge", str(home / "merged-tampered")]):
+            proc = run_cli(*command, "--name", NAME, home=home)
+            assert proc.returncode == 1, proc.stdout[-1000:]
+            assert re.search(rf"{NAME} v\d+: its adapter folder in the artifact store is not the one registered",
+                             proc.stderr.strip().splitlines()[-1]), proc.stderr[-1000:]
+    finally:
+        for p, data in originals.items():
+            p.write_bytes(data)
+    assert run_cli("generate", "x", "--name", NAME, "--max-new-tokens", "2", home=home).returncode == 0

@@ -88,6 +88,29 @@ def test_unknown_command_option_is_usage_error(tmp_path):
     assert run_cli("run", "--no-such-flag", home=tmp_path).returncode == 2
 
 
+@pytest.mark.parametrize("option", ["--run-id", "--resume"])
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "x" * 200, "run id"])
+def test_a_run_id_must_name_a_folder_inside_runs(tmp_path, option, bad):
+    """Issue 16: `--run-id ../x` escaped the state folder. Refused, in one line, before anything is written."""
+    proc = run_cli("run", option, bad, home=tmp_path / "state")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(f"error: {option}: run id "), proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "state" / "runs").exists()
+    from tasks.core.state import StatePaths
+
+    with pytest.raises(ValueError, match="run id"):  # the flow's own check (a deployment's parameter)
+        StatePaths(tmp_path / "state").run_dir(bad)
+
+
+def test_an_existing_run_id_is_refused_without_resume(tmp_path):
+    """Issue 16: a reused id with another config resumed the old run's checkpoints and returned its model."""
+    (tmp_path / "state" / "runs" / "taken").mkdir(parents=True)
+    proc = run_cli("run", "--config", "configs/tiny.yaml", "--run-id", "taken", home=tmp_path / "state")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --run-id: run taken exists ({tmp_path / 'state' / 'runs' / 'taken'}): `tunegate run --resume taken` "
+        "reruns it with its saved config; a new run needs a new id"]
+
+
 def test_gates_relative_absolute_and_fallback_to_base():
     gates = [Gate(name="ppl", metric="perplexity", op="<", baseline="base"),
              Gate(name="champ", metric="bits_per_byte", op="<=", baseline="champion", tolerance=0.1),

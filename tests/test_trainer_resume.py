@@ -68,9 +68,11 @@ def losses(j: TrainJob) -> dict[int, float]:
 
 
 def kill_after(j: TrainJob, steps: int, extensions_dir: Path) -> int:
+    from tasks.train.trainer import reuse
+
     out = Path(j.out_dir)
     out.mkdir(parents=True)
-    (out / "job.json").write_text(j.model_dump_json())
+    (out / "job.json").write_text(j.model_copy(update={"job_key": reuse.key(j)}).model_dump_json())  # as run_training
     cmd, env = command(out / "job.json", j.settings)
     env["TORCH_EXTENSIONS_DIR"] = str(extensions_dir)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -134,6 +136,20 @@ def test_zero3_adapter_holds_the_trained_tensors(prepared, extensions_dir):
         assert tensor.numel() > 0 and tensor.shape == trained[name].shape, name
         assert torch.equal(tensor, trained[name].to(tensor.dtype)), name
     assert any(float(t.abs().sum()) > 0 for k, t in saved.items() if "lora_B" in k), "lora_B never trained"
+
+
+def test_checkpoints_of_another_job_are_never_resumed(prepared, extensions_dir):
+    """Issue 16: a reused run folder with another config resumed the old job's checkpoints. Each marker names the
+    job that wrote it; another job (here: another learning rate) stops before loading, saying why."""
+    full = uninterrupted(prepared, 2, extensions_dir)
+    other = job(prepared, "other-job", learning_rate=1e-3)
+    shutil.copytree(Path(full.out_dir) / "checkpoints", Path(other.out_dir) / "checkpoints")
+    [(_, newest), *_] = checkpoints.newest_whole(Path(other.out_dir) / "checkpoints")
+    assert json.loads((newest / checkpoints.MARKER).read_text())["job"]  # the writer's key is in the marker
+    with pytest.raises(RuntimeError, match=r"training process exited 5: error: checkpoint .* was written by another "
+                                           r"training job .*base model, data or settings differ"):
+        run_training(other, extensions_dir)
+    assert not (Path(other.out_dir) / "metrics.jsonl").exists() or not read_metrics(Path(other.out_dir) / "metrics.jsonl")
 
 
 def test_nonfinite_loss_stops_with_clear_error(prepared, extensions_dir, tmp_path):

@@ -109,29 +109,37 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="text to continue")],
     model: Annotated[str, typer.Option("--model", help="an alias (champion, challenger) or a version number")] = "champion",
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = SERVING_DEFAULTS.max_new_tokens,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=1024)] = SERVING_DEFAULTS.max_new_tokens,
     temperature: Annotated[float, typer.Option(min=0.0)] = SERVING_DEFAULTS.temperature,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = SERVING_DEFAULTS.top_p,
     seed: int = SERVING_DEFAULTS.seed,
 ) -> None:
-    """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does, from its
+    folders read as files (checked against the digests recorded at registration; nothing is unpickled)."""
+    import tempfile
 
-    from tasks.registry.store import RegistryUnreachable, client, tracking
+    from mlflow.exceptions import MlflowException
+    from transformers import AutoTokenizer
+
+    from tasks.evaluate.generation import GenerationSettings, generate as continue_prompts
+    from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
+    from tasks.registry.pyfunc import load_merged
+    from tasks.registry.store import RegistryUnreachable
 
     uri, model_name = _registry(name)
-    ref = f"models:/{model_name}/{model}" if model.isdigit() else f"models:/{model_name}@{model}"
-    try:
-        client(uri)  # fails at once, naming the URI, when a tracking server does not answer
-        with tracking(uri):
-            loaded = mlflow.pyfunc.load_model(ref)
-    except MlflowException as exc:
-        fail(f"cannot load {ref}: {exc.message}")
-    except RegistryUnreachable as exc:
-        fail(str(exc))
-    params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-    typer.echo(loaded.predict([prompt], params=params)[0])
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="tunegate-generate-") as tmp:
+        try:
+            parts = model_artifacts(uri, model_name, model, Path(tmp))
+        except MlflowException as exc:
+            fail(f"cannot load {model_name} {model}: {exc.message}")
+        except (RegistryUnreachable, ArtifactMismatch) as exc:
+            fail(str(exc))
+        if parts is None:
+            fail(f"{model_name} has no version '{model}'")
+        tokenizer = AutoTokenizer.from_pretrained(parts["tokenizer"])
+        loaded = load_merged(parts["base"], parts.get("adapter")).eval()
+        typer.echo(continue_prompts(loaded, tokenizer, [prompt], settings)[0])
 
 
 @app.command()
@@ -145,7 +153,7 @@ def merge(
 
     from mlflow.exceptions import MlflowException
 
-    from tasks.registry.artifacts import model_artifacts
+    from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
     from tasks.registry.merge import MergeError, merge_adapter
     from tasks.registry.store import RegistryUnreachable
 
@@ -155,7 +163,7 @@ def merge(
             parts = model_artifacts(uri, model_name, model, Path(tmp))
         except MlflowException as exc:
             fail(f"cannot load {model_name} {model}: {exc.message}")
-        except RegistryUnreachable as exc:
+        except (RegistryUnreachable, ArtifactMismatch) as exc:
             fail(str(exc))
         if parts is None:
             fail(f"{model_name} has no version '{model}'")

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.app import app, fail, prefect_home
+from flows.cli.app import app, config_or_fail, default_config, fail, prefect_home
 
 EXIT_DRIFT = 4  # `tunegate drift` found drift (0: none; 1: an error)
 from tasks.core.paths import PREFECT_YAML
@@ -142,7 +142,7 @@ def serve(
 def drift(
     new_data: Annotated[Optional[Path], typer.Argument(help="the new data drop: folder, JSONL file or dataset")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="the dataset's name (the event's resource; "
-                                                   "default corpus, with --traffic traffic-MODEL)")] = None,
+                                                   "default: the config's data.dataset; with --traffic traffic-MODEL)")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="compare with this when there is no @champion")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="pipeline config")] = None,
     thresholds: Annotated[Optional[Path], typer.Option("--thresholds", help="drift thresholds YAML")] = None,
@@ -169,6 +169,8 @@ def drift(
             fail(f"{label}: no such file or folder: {p}")
     if new_data is not None and new_data.is_dir() and not any(f.is_file() for f in new_data.rglob("*")):
         fail(f"NEW_DATA: no input files under {new_data}")  # one line, before any flow starts
+    if not traffic and dataset is None:  # the config's dataset: the one its retrains train and are judged on
+        dataset = (config_or_fail(config) if config else default_config()).data.dataset
     state = StatePaths.from_env()
     if not os.environ.get("PREFECT_API_URL"):
         prefect_home(state)
@@ -181,7 +183,7 @@ def drift(
         if traffic:
             rep = prompt_drift(model=name, since_hours=since or None, dataset=dataset, min_prompts=min_prompts, **common)
         else:
-            rep = drift_monitor(dataset=dataset or "corpus", new_data=str(new_data.resolve()), **common)
+            rep = drift_monitor(dataset=dataset, new_data=str(new_data.resolve()), **common)
     except (ValueError, OSError) as exc:
         fail(str(exc))
     except Exception as exc:  # one line and exit 1, never a traceback; the flow run's log has the rest

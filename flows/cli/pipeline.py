@@ -3,8 +3,10 @@ folder made ready for a first run) and ``init`` (a config to edit)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,9 +29,14 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the libraries' logs too (always in run.log)")] = False,
 ) -> None:
     """Run the whole pipeline: ingest → … → train → evaluate → gates → registry."""
-    from tasks.core.state import new_run_id
+    from tasks.core.state import check_run_id, new_run_id
 
     state = StatePaths.from_env()
+    for option, value in (("--run-id", run_id), ("--resume", resume)):
+        try:
+            check_run_id(value) if value is not None else None
+        except ValueError as exc:
+            fail(f"{option}: {exc}", 2)
     if resume:
         if config or data or run_id:
             fail("--resume takes the run's saved config; leave out --config, --data and --run-id", 2)
@@ -37,6 +44,9 @@ def run(
         if not config.is_file():
             fail(f"no run to resume: {config} does not exist")
         run_id = resume
+    elif run_id and state.run_dir(run_id).exists():
+        fail(f"--run-id: run {run_id} exists ({state.run_dir(run_id)}): `tunegate run --resume {run_id}` reruns it "
+             "with its saved config; a new run needs a new id", 2)
     prefect_home(state, verbose)
     prefect_api_ready = temporary_api.start()  # starts while the config and the pipeline import
     cfg = config_or_fail(config)
@@ -95,10 +105,15 @@ def _run_flow(cfg, run_id: str, state: StatePaths, prefect_api_ready, log_path: 
             prefect_api_ready()
         except temporary_api.TemporaryApiError as exc:
             return None, str(exc)
+        started = time.time()
         try:
-            return retrain(cfg, run_id=run_id, home=str(state.home)), None
+            final = retrain(cfg, run_id=run_id, home=str(state.home), return_state=True)
         finally:
             close_clients()
+    written = state.run_dir(run_id) / "report.json"
+    if not written.is_file() or written.stat().st_mtime < started - 1:  # failed before writing this run's report
+        return None, f"run {run_id} failed before writing its report: {final.message} (log: {log_path})"
+    return json.loads(written.read_text()), None
 
 
 def _check_base_model(cfg) -> None:

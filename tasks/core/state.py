@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it can name a folder inside ``runs/`` (letters, digits, '.', '_', '-'; no '..', no '/'),
+    else ValueError saying so."""
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        raise ValueError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, no '..'): it names "
+                         "a folder inside the state folder's runs/")
+    return run_id
 
 
 def new_run_id() -> str:
@@ -96,7 +109,8 @@ class StatePaths:
         return self.home / "mlflow.db"
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs / run_id
+        """The run's folder; ValueError for an id that is not a plain folder name (``../x``)."""
+        return self.runs / check_run_id(run_id)
 
     def mlflow_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db()}"

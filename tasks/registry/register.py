@@ -6,6 +6,7 @@ Registering is idempotent per run id, also after a first attempt that died half-
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.registry.artifacts import DIGESTS_TAG, artifact_digests
 from tasks.registry.store import client, tracking
 from tasks.registry.versions import RUN_TAG, VersionInfo, describe, ensure_challenger, find_version
 
@@ -84,8 +86,9 @@ def register(
                               into=mlflow_run_id)
         mlflow_run_id, model_uri, model_id = logged
         _ensure_registered_model(c, name)
+        digests = json.dumps(artifact_digests({"base": base, "adapter": adapter, "tokenizer": tokenizer}))
         version = c.create_model_version(name, source=model_uri, run_id=mlflow_run_id,
-                                         tags={RUN_TAG: run_id, **tags}, model_id=model_id)
+                                         tags={RUN_TAG: run_id, **tags, DIGESTS_TAG: digests}, model_id=model_id)
         c.set_registered_model_alias(name, "challenger", version.version)
         return describe(c, c.get_model_version(name, version.version))
 

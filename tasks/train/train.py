@@ -129,8 +129,9 @@ def run_training(job: TrainJob, extensions_dir: Path, echo=print, cache_dir: Pat
     check_runnable(job.settings)
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job_key = reuse.key(job) if (cache_dir is not None and job.settings.reuse) else None
-    if job_key and reuse.restore(Path(cache_dir), job_key, out):
+    job_key = reuse.key(job)  # also in every checkpoint marker: another job's checkpoints are never resumed
+    job = job.model_copy(update={"job_key": job_key})
+    if cache_dir is not None and job.settings.reuse and reuse.restore(Path(cache_dir), job_key, out):
         echo(f"training reused: identical job already trained ({reuse.entry(Path(cache_dir), job_key)})")
         return summarise(out, reused=True)
     job_path = out / "job.json"
@@ -155,7 +156,7 @@ def run_training(job: TrainJob, extensions_dir: Path, echo=print, cache_dir: Pat
     if rc != 0:
         last = next((t for t in reversed(tail) if t.startswith("error:")), None) or "\n".join(list(tail)[-5:])
         raise TrainingFailed(f"training process exited {rc}: {last} (log: {out / 'train.log'})")
-    if job_key:
+    if cache_dir is not None and job.settings.reuse:
         reuse.store(Path(cache_dir), job_key, out)
     return summarise(out)
 

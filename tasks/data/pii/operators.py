@@ -57,6 +57,20 @@ def _operator_fn(name: str, entity: str, settings: PiiSettings) -> Callable[[str
     raise ValueError(f"unknown pii operator {name!r}")
 
 
+def secret_fingerprints(settings: PiiSettings) -> dict[str, str | None]:
+    """For the snapshot cache key: a fingerprint of each key or salt the configured operators use (never the
+    value), so that rotating ``$TUNEGATE_PII_KEY`` or the salt scrubs again instead of reusing the old snapshot."""
+    import hashlib
+
+    used = {settings.operator, *settings.operators.values()}
+    out: dict[str, str | None] = {}
+    for operator, env in (("encrypt", settings.encrypt_key_env), ("hash", settings.hash_salt_env)):
+        if operator in used:
+            value = _secret_from_env(env)
+            out[operator] = hashlib.sha256(f"tunegate-pii-{operator}:{value}".encode()).hexdigest()[:16] if value else None
+    return out
+
+
 class Operators:
     """The replacement function for each entity type, built once per batch."""
 

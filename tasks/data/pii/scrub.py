@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.pii.engine import engine_for
-from tasks.data.pii.operators import Operators
+from tasks.data.pii.operators import Operators, secret_fingerprints
 from tasks.data.pii.settings import PiiSettings, placeholder_pattern
 
 
@@ -169,13 +169,21 @@ def _scrub_shard(table, settings: PiiSettings):
     return pa.Table.from_pylist(rows, schema=schema), found
 
 
+def cache_params(settings: PiiSettings) -> dict:
+    """What the PII snapshot's cache key holds of the settings: all of them but the names of the environment
+    variables, plus a fingerprint of each key or salt in use (a rotated key scrubs again; never the value)."""
+    params = settings.model_dump(exclude={"encrypt_key_env", "hash_salt_env"})
+    secrets = secret_fingerprints(settings)
+    return {**params, "secrets": secrets} if secrets else params
+
+
 def scrub_snapshot(ref, settings: PiiSettings, dask_settings, store):
     """The snapshot of ``ref`` with PII scrubbed, one Dask task per shard; counts entities by type."""
     from tasks.core.executor import shardwise_snapshot
 
     return shardwise_snapshot(
         ref, "pii", _scrub_shard, settings, dask_settings, store,
-        params=settings.model_dump(exclude={"encrypt_key_env", "hash_salt_env"}), code_version=CODE_VERSION,
+        params=cache_params(settings), code_version=CODE_VERSION,
         summarize=lambda total: {"pii_entities": dict(sorted(total.items())), "pii_total": sum(total.values())},
     )
 

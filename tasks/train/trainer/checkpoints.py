@@ -1,7 +1,9 @@
 """Checkpoints that a crash cannot spoil: each is complete only once its marker (with file hashes) exists.
 
 DeepSpeed writes the checkpoint folder; the marker is written after it, so a folder without one — or
-whose files no longer match their hashes — is skipped for the previous checkpoint, with a warning.
+whose files no longer match their hashes — is skipped for the previous checkpoint, with a warning. The marker
+also names the training job that wrote it (the key of tasks/train/trainer/reuse.py: base weights, data blocks,
+tokenizer, settings): a checkpoint of another job is never resumed from.
 """
 
 from __future__ import annotations
@@ -21,11 +23,25 @@ def tag(step: int) -> str:
     return f"{PREFIX}{step:06d}"
 
 
-def mark_complete(folder: Path, step: int) -> None:
+def mark_complete(folder: Path, step: int, job: str | None = None) -> None:
     files = file_digests(folder, keep=lambda p: p.name != MARKER)
     tmp = folder / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1))
+    tmp.write_text(json.dumps({"step": step, "job": job, "files": files}, indent=1))
     tmp.rename(folder / MARKER)
+
+
+class ForeignCheckpoint(RuntimeError):
+    """A whole checkpoint that another training job wrote (resuming from it would train a different model)."""
+
+
+def foreign(folder: Path, job: str | None) -> str | None:
+    """Why the (whole) checkpoint in ``folder`` belongs to another training job than ``job``, or None."""
+    written_by = json.loads((folder / MARKER).read_text()).get("job")
+    if job is None or written_by is None or written_by == job:  # None: a marker from before jobs were named
+        return None
+    return (f"checkpoint {folder} was written by another training job ({str(written_by)[:12]}, this one is "
+            f"{job[:12]}): its base model, data or settings differ. Start a new run, or delete {folder.parent} to "
+            "train this run from the start")
 
 
 def problem(folder: Path) -> str | None:

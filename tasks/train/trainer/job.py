@@ -88,3 +88,4 @@ class TrainJob(BaseModel):
     out_dir: str  # the run's train/ folder: metrics.jsonl, checkpoints/, adapter/
     eval_texts: str | None = None  # held-out .jsonl of {"doc_id", "text"} (tasks/train/dataset.py), for eval_every
     loss_mask: str | None = None  # .npy like train_blocks: 1 = the token's prediction counts (tasks/train/dataset.py)
+    job_key: str | None = None  # reuse.key of this job, set by the launcher: checkpoint markers carry it

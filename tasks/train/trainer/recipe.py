@@ -94,9 +94,13 @@ def trim_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(k + "\n" for k in kept))
 
 
-def resume(engine, root: Path) -> int:
-    """Load the newest whole checkpoint; the step it was taken at (0 when there is none)."""
+def resume(engine, root: Path, job: str | None = None) -> int:
+    """Load the newest whole checkpoint; the step it was taken at (0 when there is none). A checkpoint written by
+    another training job (``job``: its key) is refused (ForeignCheckpoint), before anything is loaded."""
     for step, folder in checkpoints.newest_whole(root):
+        other = checkpoints.foreign(folder, job)
+        if other:
+            raise checkpoints.ForeignCheckpoint(other)
         try:
             path, _client = engine.load_checkpoint(str(root), tag=folder.name, load_module_strict=False)
         except Exception as exc:  # a checkpoint that passed its hashes but still fails to load
@@ -170,7 +174,7 @@ def train(job: TrainJob) -> dict:
     eval_blocks = None
     if s.eval_every and job.eval_texts:
         eval_blocks = evaluation.pack_eval_texts(job.eval_texts, job.tokenizer, blocks.shape[1] - 1)
-    start = resume(engine, ckpt_root)
+    start = resume(engine, ckpt_root, job.job_key)
     if rank == 0:
         trim_metrics(metrics_path, start)
     dist.barrier()
@@ -218,7 +222,7 @@ def train(job: TrainJob) -> dict:
                                        exclude_frozen_parameters=True)
                 dist.barrier()
                 if rank == 0:
-                    checkpoints.mark_complete(folder, step)
+                    checkpoints.mark_complete(folder, step, job.job_key)
                     checkpoints.prune(ckpt_root, s.keep_checkpoints)
                 dist.barrier()
     summary = {"steps": s.max_steps, "resumed_from": start, "world_size": world, "device": device,
@@ -242,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLoss as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    except checkpoints.ForeignCheckpoint as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 5
     except ds_config.DeepSpeedConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
