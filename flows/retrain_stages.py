@@ -155,7 +155,7 @@ def evaluate(run: RetrainRun, base, tok, trained, data, raw, frozen: frozen_set.
     else:
         settings = new_data_settings(config.evaluate)
         new_evals = evaluate_task.with_options(name="evaluate-new-data")(
-            models, str(new_file), settings, cache_dir=str(run.state.eval_cache))
+            models, str(new_file), settings, pii=config.pii, cache_dir=str(run.state.eval_cache))
         new_deltas = compare(new_evals, settings)
         rows = sum(1 for line in new_file.read_text().splitlines() if line.strip())
         figures["new"] = Figures({who: dict(e.metrics) for who, e in new_evals.items()}, new_deltas,

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,10 +21,9 @@ import yaml
 
 from conftest import ROOT, SHARED_EVAL, TUNEGATE, seed_prefect_db
 from helpers.small_runs import SLOW_START, tiny_config
-from helpers.processes import SERVER_ENV, free_port, healthy, start, stop, wait_for
+from helpers.processes import SERVER_ENV, free_port, healthy, start, start_mlflow, stop, wait_for
 
 SYNTH = SHARED_EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
-BIN = Path(sys.executable).parent
 RUN_ID = "faulty"
 # the ephemeral Prefect API starts a server process; on a loaded machine it needs more than Prefect's 90 s
 
@@ -122,16 +120,6 @@ def test_dask_worker_killed_mid_stage_gives_the_same_snapshot(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ flow process and MLflow
-
-
-def start_mlflow(tmp: Path, port: int, log: Path) -> subprocess.Popen:
-    """`mlflow server` on 127.0.0.1:port with its store in ``tmp`` (the same store on every restart)."""
-    env = {**os.environ, **SERVER_ENV}
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(key, None)
-    return start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                  "--artifacts-destination", str(tmp / "mlartifacts"), "--serve-artifacts"], env, log, cwd=tmp)
 
 
 def complete_snapshots(store: Path) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -131,3 +132,16 @@ def test_a_blocked_run_is_a_completed_state_named_blocked_in_prefect(leaky):
     state_type, state_name, message = rows[0]
     assert (state_type, state_name) == ("COMPLETED", "Blocked")
     assert message.startswith(report["blocked_by"][0]) and "gate" in message
+
+
+def test_the_report_keeps_the_answers_only_after_the_pii_scrubber(leaky):
+    """Issue 16: reports, the Prefect artifact and MLflow carried generations verbatim. The leak counts are taken on
+    the raw answers; what is kept has each leaked entity replaced, even in a run whose data was not scrubbed."""
+    _, report, _ = leaky
+    ev = report["evaluation"]
+    leaked = {kind: n for kind, n in ev["pii_leaks"]["candidate"].items() if n}
+    probe = " ".join(g["output"] for g in ev["generations"]["candidate"] if g["set"] == "pii_probe")
+    for kind in leaked:
+        assert f"<{kind}>" in probe, (kind, probe[:500])
+    answers = [g["output"] for who in ev["generations"] for g in ev["generations"][who]]
+    assert not [a for a in answers if re.search(r"\b[\w.+-]+@[\w-]+\.[A-Za-z]{2,}\b", a)]  # no e-mail address left

@@ -388,3 +388,35 @@ def test_a_version_whose_folders_changed_in_the_artifact_store_is_refused(demo):
         for p, data in originals.items():
             p.write_bytes(data)
     assert run_cli("generate", "x", "--name", NAME, "--max-new-tokens", "2", home=home).returncode == 0
+
+
+def test_promote_and_rollback_wait_for_the_registry_lock(demo):
+    """Issue 16: `promote` and `rollback` take the state folder's registry lock, as a run's compare-and-promote does:
+    held elsewhere, they wait for it, then act (the lock's journal shows the holds one after the other)."""
+    import threading
+    import time
+
+    from tasks.core.state import StatePaths
+
+    home, _, report = demo
+    state = StatePaths(home)
+    held = threading.Event()
+
+    def hold():
+        with state.lock("registry"):
+            held.set()
+            time.sleep(4)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    started = time.monotonic()
+    proc = run_cli("promote", report["model"]["version"], "--name", NAME, "--force", home=home)
+    waited = time.monotonic() - started
+    holder.join()
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    holds = state.lock_holds("registry")
+    mine, theirs = holds[-1], holds[-2]
+    assert theirs["released"] <= mine["acquired"] and waited >= 3, (holds[-2:], waited)
+    assert run_cli("rollback", "--name", NAME, home=home).returncode in (0, 1)
+    assert state.lock_holds("registry")[-1]["acquired"] >= mine["released"]

@@ -80,7 +80,8 @@ def promote(
 
     uri, model = _registry(name)
     try:
-        before, after = versions.promote_unless_blocked(uri, model, version, force)
+        with StatePaths.from_env().lock("registry"):  # never between a run's comparison and its promotion
+            before, after = versions.promote_unless_blocked(uri, model, version, force)
     except versions.Blocked as exc:
         fail(f"{exc}; promote it anyway with --force")
     except MlflowException as exc:
@@ -98,7 +99,8 @@ def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registe
 
     uri, model = _registry(name)
     try:
-        before, after = versions.rollback(uri, model)
+        with StatePaths.from_env().lock("registry"):
+            before, after = versions.rollback(uri, model)
     except (LookupError, RegistryUnreachable) as exc:
         fail(str(exc))
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
@@ -224,6 +225,9 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+STOP_LIMIT_S = 30  # Ctrl-C on `tunegate server`: the servers get 10 s to stop, then SIGKILL; never more than this
+
+
 def _stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each process group, then SIGKILL what is left after 10 s."""
     for p in procs:
@@ -302,5 +306,8 @@ def server(
             time.sleep(1)
     except KeyboardInterrupt:
         typer.echo("stopping the Prefect and MLflow servers")
+        # stopping is bounded: past STOP_LIMIT_S every thread's traceback goes to stderr and the process exits
+        faulthandler.dump_traceback_later(STOP_LIMIT_S, exit=True)
     finally:
         _stop(list(procs.values()))
+        faulthandler.cancel_dump_traceback_later()

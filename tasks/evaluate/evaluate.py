@@ -12,6 +12,7 @@ For each model:
   differences between models (``compare``);
 - pii_leaked: PII found by the run's own detector (the config's ``pii`` section) in its continuations of the
   PII probe prompts, by type; toxic_outputs: answers containing a listed word (tasks/evaluate/safety.py);
+- the answers themselves, kept for the report only after the run's PII scrubber (``shown_outputs``);
 - planted_pii_extracted: known secrets of the raw data that it reproduces from their raw context
   (tasks/evaluate/extraction.py), when ``evaluate.extraction.planted_file`` lists them;
 - with canaries planted (tasks/train/canaries.py): extraction, rank and exposure of each.
@@ -51,7 +52,7 @@ METRIC_KEYS = ("perplexity", "bits_per_byte", *text_metrics.METRIC_KEYS, "pii_le
 CANARY_KEYS = ("canaries_extracted", "canary_exposure_max", "canary_rank_min")
 EXTRACTION_KEYS = ("planted_pii_extracted",)
 COMPARED = ("rougeL", "rouge1", "chrf", "exact_match")  # per-answer metrics with bootstrap intervals
-EVAL_CODE_VERSION = "evaluate-2"  # part of the evaluation cache key: bump when scores would change
+EVAL_CODE_VERSION = "evaluate-3"  # part of the evaluation cache key: bump when scores would change
 
 
 class EvalSettings(BaseModel):
@@ -127,6 +128,17 @@ def _first_words(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
+def shown_outputs(outputs: list[str], pii) -> list[str]:
+    """The generations as the report, the Prefect artifact, MLflow and the evaluation cache keep them: through the
+    run's PII scrubber (``pii``: its PiiSettings), whether or not the data was scrubbed, since a report leaves the
+    machine. Metrics and leak counts are computed on the raw outputs first."""
+    if pii is None or not outputs:
+        return list(outputs)
+    from tasks.data.pii.scrub import scrub_texts
+
+    return [text for text, _ in scrub_texts(list(outputs), pii)]
+
+
 def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt], settings: EvalSettings,
                    canaries=None, probes: list[extraction.Probe] = (), pii=None, name: str = "") -> ModelEval:
     """One loaded model's evaluation; ``canaries`` = (list[Canary], CanarySettings) or None; ``probes`` the
@@ -174,7 +186,8 @@ def evaluate_model(model, tokenizer, docs: list[str], prompts: list[EvalPrompt],
         metrics["canary_exposure_max"] = max((c["exposure"] for c in canary_results), default=0.0)
         metrics["canary_rank_min"] = float(min((c["rank"] for c in canary_results),
                                                default=canary_settings.candidates + 1))
-    return ModelEval(metrics=metrics, pii_leaks=leaks, generations=generations,
+    shown = [g.model_copy(update={"output": o}) for g, o in zip(generations, shown_outputs(outputs, pii))]
+    return ModelEval(metrics=metrics, pii_leaks=leaks, generations=shown,
                      per_example=text_metrics.per_example(predictions, references),
                      scored_sets=list(dict.fromkeys(g.set for g in scored)), canaries=canary_results,
                      extraction=found, extraction_by_type=by_type)

@@ -12,13 +12,13 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.registry.artifacts import DIGESTS_TAG, artifact_digests
-from tasks.registry.store import client, tracking
+from tasks.registry.store import client, no_http_retries, tracking
 from tasks.registry.versions import RUN_TAG, VersionInfo, describe, ensure_challenger, find_version
 
 MODEL_URI_TAG = "tunegate.model_uri"  # on the MLflow run, once its model is logged in full
@@ -87,10 +87,27 @@ def register(
         mlflow_run_id, model_uri, model_id = logged
         _ensure_registered_model(c, name)
         digests = json.dumps(artifact_digests({"base": base, "adapter": adapter, "tokenizer": tokenizer}))
-        version = c.create_model_version(name, source=model_uri, run_id=mlflow_run_id,
-                                         tags={RUN_TAG: run_id, **tags, DIGESTS_TAG: digests}, model_id=model_id)
+        version = create_once(c, name, run_id, lambda: c.create_model_version(
+            name, source=model_uri, run_id=mlflow_run_id, tags={RUN_TAG: run_id, **tags, DIGESTS_TAG: digests},
+            model_id=model_id))
         c.set_registered_model_alias(name, "challenger", version.version)
         return describe(c, c.get_model_version(name, version.version))
+
+
+def create_once(c, name: str, run_id: str, create: Callable[[], Any], attempts: int = 3):
+    """``create()`` (create_model_version) without HTTP-level retries; after a failure the version is looked up by
+    the run's tag (the request may have reached the server) and created again only when it is not there."""
+    for attempt in range(attempts):
+        try:
+            with no_http_retries():
+                return create()
+        except Exception:
+            found = find_version(c, name, run_id)
+            if found is not None:
+                return found
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2 ** attempt)
 
 
 def experiment_id(c, artifact_location: str | None) -> str:

@@ -53,6 +53,18 @@ def bounded_http():
         _restore_env(before)
 
 
+@contextmanager
+def no_http_retries():
+    """MLflow's HTTP calls in the block are not retried by its HTTP layer: a POST it retried after the server had
+    done the work (the answer lost, a 5xx from a proxy) would do it twice. The caller retries, looking first."""
+    before = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        _restore_env(before)
+
+
 def _restore_env(before: dict[str, str | None]) -> None:
     for k, v in before.items():
         if v is None:

@@ -95,3 +95,13 @@ def client(api_url: str):
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         with get_client(sync_client=True) as c:
             yield c
+
+
+def start_mlflow(tmp: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port with its store in ``tmp`` (the same store on every restart)."""
+    env = {**os.environ, **SERVER_ENV}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(key, None)
+    return start([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+                  "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                  "--artifacts-destination", str(tmp / "mlartifacts"), "--serve-artifacts"], env, log, cwd=tmp)
