@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -12,11 +13,25 @@ from conftest import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 
 
-def test_compose_file_validates():
+def _example_env() -> dict[str, str]:
+    """The variables .env.example sets (what `cp .env.example .env` gives Compose)."""
+    pairs = [ln.split("=", 1) for ln in (ROOT / ".env.example").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
     tool = shutil.which("docker-compose")
-    if tool:  # Debian's docker-compose 1.29 validates without an engine (.ci/run installs it)
-        proc = subprocess.run([tool, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr
+    assert tool, ("docker-compose is not installed, so docker-compose.yml cannot be validated: install it "
+                  "(Debian/Ubuntu: apt-get install docker-compose; .ci/run does) and run the test again")
+    # Debian's docker-compose 1.29 validates without an engine
+    return subprocess.run([tool, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT,
+                          env={"PATH": os.environ["PATH"], **env})
+
+
+def test_compose_file_validates():
+    proc = _compose_config(_example_env())
+    assert proc.returncode == 0, proc.stderr
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert {"postgres", "prefect-server", "mlflow", "dask-scheduler", "dask-worker-1", "dask-worker-2",
             "prefect-worker", "gateway", "prometheus", "grafana"} <= set(services)
@@ -55,3 +70,36 @@ def test_no_credentials_committed():
     assert "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD" in text
     example = (ROOT / ".env.example").read_text()
     assert "POSTGRES_PASSWORD=" in example and "GRAFANA_ADMIN_PASSWORD=" in example
+
+
+def test_access_settings_come_from_env_and_are_required():
+    """Issue 16: MLflow's basic-auth app and Prefect's API auth string, set from .env; the stack's clients carry the
+    same credentials; without a secret Compose stops naming it; only services with a published port leave the
+    internal network."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    mlflow, prefect = services["mlflow"], services["prefect-server"]
+    assert "--app-name basic-auth" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?")
+    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_FLASK_SERVER_SECRET_KEY:?")
+    ini = mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"]
+    assert ini == "/opt/tunegate/infra/mlflow/basic_auth.ini" and (ROOT / "infra/mlflow/basic_auth.ini").is_file()
+    assert "COPY infra ./infra" in (ROOT / "infra/Dockerfile").read_text()
+    assert prefect["environment"]["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    for name in ("prefect-worker", "gateway"):  # the clients of MLflow (and Prefect)
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?"), name
+        assert env["MLFLOW_TRACKING_USERNAME"] == mlflow["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"], name
+    assert services["prefect-worker"]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    example = _example_env()
+    for key in ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert example.get(key), key
+        proc = _compose_config({k: v for k, v in example.items() if k != key})
+        assert proc.returncode != 0 and f"set {key} in .env" in proc.stderr, (key, proc.stderr)
+    assert len(example["MLFLOW_TRACKING_PASSWORD"]) >= 12  # MLflow refuses shorter admin passwords
+    assert compose["networks"]["backend"]["internal"] is True
+    for name, svc in services.items():
+        networks = set(svc.get("networks", []))
+        assert networks, name
+        assert ("frontend" in networks) == bool(svc.get("ports")), name  # internal-only unless it publishes a port
+    assert services["postgres"]["networks"] == ["backend"]

@@ -152,6 +152,41 @@ def test_checkpoints_of_another_job_are_never_resumed(prepared, extensions_dir):
     assert not (Path(other.out_dir) / "metrics.jsonl").exists() or not read_metrics(Path(other.out_dir) / "metrics.jsonl")
 
 
+class _RunsCode:
+    """What an attacker who can write the state folder would plant: unpickling it runs a shell command."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.sentinel}",)
+
+
+def test_a_checkpoint_carrying_code_is_refused_not_run(prepared, extensions_dir, tmp_path):
+    """Issue 16: resume read DeepSpeed's files with torch.load(weights_only=False), so a checkpoint whose file (and
+    marker hashes) were rewritten ran arbitrary code. Now it is read weights-only: refused, skipped, never run."""
+    import torch
+
+    full = uninterrupted(prepared, 2, extensions_dir)
+    same = job(prepared, "planted")  # the same job: its checkpoints are resumable
+    shutil.copytree(Path(full.out_dir) / "checkpoints", Path(same.out_dir) / "checkpoints")
+    [(step, newest), *_] = checkpoints.newest_whole(Path(same.out_dir) / "checkpoints")
+    sentinel = tmp_path / "code-ran"
+    states = newest / "mp_rank_00_model_states.pt"
+    planted = torch.load(states, weights_only=True)
+    planted["payload"] = _RunsCode(sentinel)
+    torch.save(planted, states)
+    marker = json.loads((newest / checkpoints.MARKER).read_text())
+    checkpoints.mark_complete(newest, step, marker["job"])  # hashes rewritten too: the marker does not catch it
+    assert checkpoints.problem(newest) is None
+
+    resumed = run_training(same, extensions_dir)
+    assert not sentinel.exists(), "unpickling the planted checkpoint ran its command"
+    assert resumed.resumed_from == step - 4, "the planted checkpoint must be skipped for the previous one"
+    log = (Path(same.out_dir) / "train.log").read_text()
+    assert f"skipping checkpoint {newest.name}" in log and "posix.system" in log, log[-2000:]
+
+
 def test_nonfinite_loss_stops_with_clear_error(prepared, extensions_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 

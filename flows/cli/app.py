@@ -33,8 +33,17 @@ def prefect_home(state: StatePaths, verbose: bool = True) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {with_access_hint(message)}", err=True)
     raise typer.Exit(code)
+
+
+def with_access_hint(message: str) -> str:
+    """A server's refusal of missing or wrong credentials, with the settings that carry them (README "Access")."""
+    if "error code 401" in message or "error code 403" in message:  # MLflow's REST client
+        return f"{message} (MLflow's credentials come from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+    if "401 Unauthorized" in message:  # Prefect's client
+        return f"{message} (Prefect's API credentials come from PREFECT_API_AUTH_STRING)"
+    return message
 
 
 def config_or_fail(path: Optional[Path]):

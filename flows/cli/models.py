@@ -3,6 +3,8 @@ registered version."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,6 +25,7 @@ def _registry(name: Optional[str]) -> tuple[str, str]:
 @app.command()
 def models(name: Annotated[Optional[str], typer.Option("--name", help="registered model; default: all")] = None) -> None:
     """Registered versions with their aliases, status and key metrics."""
+    from mlflow.exceptions import MlflowException
     from rich.console import Console
 
     from tasks.registry.store import RegistryUnreachable
@@ -33,6 +36,8 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
         versions = list_versions(uri, name)
     except RegistryUnreachable as exc:
         fail(str(exc))
+    except MlflowException as exc:
+        fail(exc.message)
     if not versions:
         typer.echo("no registered models yet")
         return
@@ -94,6 +99,8 @@ def promote(
 @app.command()
 def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None) -> None:
     """Move @champion back to the previous champion."""
+    from mlflow.exceptions import MlflowException
+
     from tasks.registry import versions
     from tasks.registry.store import RegistryUnreachable
 
@@ -103,7 +110,33 @@ def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registe
             before, after = versions.rollback(uri, model)
     except (LookupError, RegistryUnreachable) as exc:
         fail(str(exc))
+    except MlflowException as exc:
+        fail(f"cannot roll back {model}: {exc.message}")
     typer.echo(f"{model}: @champion v{before or '-'} -> v{after} (rolled back)")
+
+
+@contextmanager
+def _downloaded(name: Optional[str], model: str, purpose: str) -> Iterator[tuple[str, dict]]:
+    """A registered version's folders (base, adapter, tokenizer), downloaded to a temporary folder and checked
+    against the digests recorded at registration: (model name, parts); any failure ends the command."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
+    from tasks.registry.store import RegistryUnreachable
+
+    uri, model_name = _registry(name)
+    with tempfile.TemporaryDirectory(prefix=f"tunegate-{purpose}-") as tmp:
+        try:
+            parts = model_artifacts(uri, model_name, model, Path(tmp))
+        except MlflowException as exc:
+            fail(f"cannot load {model_name} {model}: {exc.message}")
+        except (RegistryUnreachable, ArtifactMismatch) as exc:
+            fail(str(exc))
+        if parts is None:
+            fail(f"{model_name} has no version '{model}'")
+        yield model_name, parts
 
 
 @app.command()
@@ -118,27 +151,13 @@ def generate(
 ) -> None:
     """Generate with a registered model, as `mlflow.pyfunc.load_model("models:/NAME@champion")` does, from its
     folders read as files (checked against the digests recorded at registration; nothing is unpickled)."""
-    import tempfile
-
-    from mlflow.exceptions import MlflowException
     from transformers import AutoTokenizer
 
     from tasks.evaluate.generation import GenerationSettings, generate as continue_prompts
-    from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
     from tasks.registry.pyfunc import load_merged
-    from tasks.registry.store import RegistryUnreachable
 
-    uri, model_name = _registry(name)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="tunegate-generate-") as tmp:
-        try:
-            parts = model_artifacts(uri, model_name, model, Path(tmp))
-        except MlflowException as exc:
-            fail(f"cannot load {model_name} {model}: {exc.message}")
-        except (RegistryUnreachable, ArtifactMismatch) as exc:
-            fail(str(exc))
-        if parts is None:
-            fail(f"{model_name} has no version '{model}'")
+    with _downloaded(name, model, "generate") as (_, parts):
         tokenizer = AutoTokenizer.from_pretrained(parts["tokenizer"])
         loaded = load_merged(parts["base"], parts.get("adapter")).eval()
         typer.echo(continue_prompts(loaded, tokenizer, [prompt], settings)[0])
@@ -151,24 +170,9 @@ def merge(
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
 ) -> None:
     """Merge a registered model's LoRA adapter into its base: one plain transformers folder (with tokenizer)."""
-    import tempfile
-
-    from mlflow.exceptions import MlflowException
-
-    from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
     from tasks.registry.merge import MergeError, merge_adapter
-    from tasks.registry.store import RegistryUnreachable
 
-    uri, model_name = _registry(name)
-    with tempfile.TemporaryDirectory(prefix="tunegate-merge-") as tmp:
-        try:
-            parts = model_artifacts(uri, model_name, model, Path(tmp))
-        except MlflowException as exc:
-            fail(f"cannot load {model_name} {model}: {exc.message}")
-        except (RegistryUnreachable, ArtifactMismatch) as exc:
-            fail(str(exc))
-        if parts is None:
-            fail(f"{model_name} has no version '{model}'")
+    with _downloaded(name, model, "merge") as (model_name, parts):
         try:
             merge_adapter(parts["base"], parts["adapter"], out)
         except MergeError as exc:

@@ -72,10 +72,11 @@ def healthy(url: str) -> bool:
 
 
 @contextmanager
-def prefect_server(home: Path):
-    """`prefect server start` on a free port with its own PREFECT_HOME (``home``); yields its API URL."""
+def prefect_server(home: Path, **settings: str):
+    """`prefect server start` on a free port with its own PREFECT_HOME (``home``) and ``settings`` (environment
+    variables, e.g. PREFECT_SERVER_API_AUTH_STRING); yields its API URL."""
     port = free_port()
-    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home)}
+    env = {**os.environ, **SERVER_ENV, "PREFECT_HOME": str(home), **settings}
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
     proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -97,11 +98,12 @@ def client(api_url: str):
             yield c
 
 
-def start_mlflow(tmp: Path, port: int, log: Path) -> subprocess.Popen:
-    """`mlflow server` on 127.0.0.1:port with its store in ``tmp`` (the same store on every restart)."""
-    env = {**os.environ, **SERVER_ENV}
+def start_mlflow(tmp: Path, port: int, log: Path, *app: str, **settings: str) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port with its store in ``tmp`` (the same store on every restart); ``app``: e.g.
+    "--app-name", "basic-auth", with its ``settings`` (environment variables)."""
+    env = {**os.environ, **SERVER_ENV, **settings}
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(key, None)
     return start([str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                  "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", *app,
                   "--artifacts-destination", str(tmp / "mlartifacts"), "--serve-artifacts"], env, log, cwd=tmp)

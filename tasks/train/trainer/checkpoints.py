@@ -3,7 +3,8 @@
 DeepSpeed writes the checkpoint folder; the marker is written after it, so a folder without one — or
 whose files no longer match their hashes — is skipped for the previous checkpoint, with a warning. The marker
 also names the training job that wrote it (the key of tasks/train/trainer/reuse.py: base weights, data blocks,
-tokenizer, settings): a checkpoint of another job is never resumed from.
+tokenizer, settings): a checkpoint of another job is never resumed from. Its files are read with
+``torch.load(weights_only=True)``: tensors, plain containers and the few DeepSpeed classes it pickles, never code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.core.hashing import file_digests, file_sha256
@@ -93,3 +95,32 @@ def prune(root: Path, keep: int) -> None:
     for step, folder in candidates(root):
         if folder not in keepers and (oldest_kept is None or step < oldest_kept):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _deepspeed_globals() -> list:
+    """The classes DeepSpeed pickles into its checkpoints besides tensors and plain containers (listed by
+    torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO 0-3 checkpoints)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+
+
+@contextmanager
+def weights_only(engine):
+    """While inside, ``engine`` (a DeepSpeedEngine) reads checkpoint files with torch.load(weights_only=True)
+    and only DeepSpeed's own classes allowed: a file carrying any other global (code to run) fails to load."""
+    import torch
+
+    reader = engine.checkpoint_engine
+
+    def load(path, map_location=None):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+    reader.load = load  # DeepSpeed's TorchCheckpointEngine.load passes weights_only=False
+    try:
+        with torch.serialization.safe_globals(_deepspeed_globals()):
+            yield
+    finally:
+        del reader.load

@@ -102,8 +102,9 @@ def resume(engine, root: Path, job: str | None = None) -> int:
         if other:
             raise checkpoints.ForeignCheckpoint(other)
         try:
-            path, _client = engine.load_checkpoint(str(root), tag=folder.name, load_module_strict=False)
-        except Exception as exc:  # a checkpoint that passed its hashes but still fails to load
+            with checkpoints.weights_only(engine):
+                path, _client = engine.load_checkpoint(str(root), tag=folder.name, load_module_strict=False)
+        except Exception as exc:  # passed its hashes but fails to load (or carries code: weights_only refuses it)
             print(f"warning: skipping checkpoint {folder.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         if path is not None:
