@@ -25,7 +25,7 @@ from tasks.evaluate.gates import GateSettings
 from tasks.data.ingest.ingest import IngestSettings
 from tasks.train.model import ModelSettings, looks_like_path
 from tasks.data.pii.settings import PiiSettings
-from tasks.registry.settings import RegistrySettings
+from tasks.registry.settings import RegistrySettings, RetentionSettings
 from tasks.serve.settings import ServingSettings
 from tasks.train.tokenizer import TokenizerSettings
 from tasks.train.train import TrainSettings
@@ -83,6 +83,7 @@ class PipelineConfig(BaseModel):
     evaluate: EvalSettings = EvalSettings()
     gates: GateSettings = GateSettings()
     registry: RegistrySettings = RegistrySettings()
+    retention: RetentionSettings = RetentionSettings()
     serving: ServingSettings = ServingSettings()
     dask: DaskSettings = DaskSettings()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import stage_summaries
 from flows.config import PipelineConfig
-from tasks.core import progress
-from tasks.core.state import StatePaths
+from tasks.core import failpoints, progress
+from tasks.core.state import IN_USE_LOCK, StatePaths
 from tasks.data.contracts import contract_task
 from tasks.registry import mlflow_run
 from tasks.registry.lineage import flat_params
@@ -41,6 +42,8 @@ class RetrainRun:
 
     def __init__(self, config: PipelineConfig, run_id: str, state: StatePaths) -> None:
         self.config, self.run_id, self.state = config, run_id, state
+        self._in_use = ExitStack()  # the state folder is in use until finish(): `tunegate gc` waits
+        self._in_use.enter_context(state.lock(IN_USE_LOCK, shared=True))
         self.dir = state.run_dir(run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         config_file = self.dir / "config.yaml"
@@ -69,6 +72,7 @@ class RetrainRun:
         self.current = stage_summaries.next_stage(stage)
         if self.current:
             progress.begin(self.current)
+        failpoints.reached(f"after:{stage}")
 
     def snapshot(self, stage: str, ref):
         """A data stage's snapshot joins the report (with the counts so far); returns it."""
@@ -134,6 +138,7 @@ class RetrainRun:
         self.report.finished_at = now()
         rep = self.report.as_dict()
         report.write(rep, self.dir)
+        self._in_use.close()
         mlflow_run_id = self.mlflow_run_id or self.report.mlflow_run_id
         if mlflow_run_id:
             try:

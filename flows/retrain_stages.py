@@ -13,6 +13,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.retrain_run import RetrainRun
+from tasks.core import failpoints
 from tasks.evaluate import frozen_set
 from tasks.evaluate import gates as gates_mod
 from tasks.evaluate.evaluate import EvalSettings, compare, evaluate_task
@@ -213,6 +214,7 @@ def register(run: RetrainRun, curated, tok, base, trained, frozen: frozen_set.Fr
             step_metrics=read_metrics(Path(trained.metrics)),
         )
         run.mlflow_run_id = version.mlflow_run_id
+        failpoints.reached("register:promote")
         if status == "promoted":
             previous, _ = promote(run.tracking_uri, version.name, version.version)
             emit_promoted(version.name, version.version, previous, run.run_id)

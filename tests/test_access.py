@@ -104,3 +104,18 @@ def test_tunegate_run_with_the_credentials_trains_and_registers(servers):
     refused = models()
     assert refused.returncode == 1 and "@champion" not in refused.stdout
     assert "not authenticated" in refused.stderr and "MLFLOW_TRACKING_USERNAME" in refused.stderr, refused.stderr
+
+
+def test_mlflow_without_its_admin_password_does_not_start(tmp_path):
+    """What the compose stack does with MLFLOW_TRACKING_PASSWORD unset (empty): the server refuses to start."""
+    (tmp_path / "basic_auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = {USER}\n")
+    log = tmp_path / "mlflow.log"
+    proc = start_mlflow(tmp_path, free_port(), log, "--app-name", "basic-auth",
+                        MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "basic_auth.ini"), MLFLOW_AUTH_ADMIN_PASSWORD="",
+                        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-key")
+    try:
+        assert proc.wait(timeout=180) != 0
+    finally:
+        stop(proc)
+    assert "needs a password to create the admin user" in log.read_text(errors="replace")

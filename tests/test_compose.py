@@ -72,31 +72,32 @@ def test_no_credentials_committed():
     assert "POSTGRES_PASSWORD=" in example and "GRAFANA_ADMIN_PASSWORD=" in example
 
 
-def test_access_settings_come_from_env_and_are_required():
+def test_access_settings_come_from_env_and_fail_closed():
     """Issue 16: MLflow's basic-auth app and Prefect's API auth string, set from .env; the stack's clients carry the
-    same credentials; without a secret Compose stops naming it; only services with a published port leave the
-    internal network."""
+    same credentials; a secret left unset is empty, and empty fails closed (MLflow refuses to start without its admin
+    password or CSRF key, tests/test_access.py; Prefect refuses every call but the health check); only services with a
+    published port leave the internal network."""
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     mlflow, prefect = services["mlflow"], services["prefect-server"]
     assert "--app-name basic-auth" in mlflow["command"]
-    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?")
-    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_FLASK_SERVER_SECRET_KEY:?")
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == "${MLFLOW_TRACKING_PASSWORD:-}"
+    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}"
     ini = mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"]
     assert ini == "/opt/tunegate/infra/mlflow/basic_auth.ini" and (ROOT / "infra/mlflow/basic_auth.ini").is_file()
     assert "COPY infra ./infra" in (ROOT / "infra/Dockerfile").read_text()
-    assert prefect["environment"]["PREFECT_SERVER_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    assert prefect["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "${PREFECT_API_AUTH_STRING:-}"
     for name in ("prefect-worker", "gateway"):  # the clients of MLflow (and Prefect)
         env = services[name]["environment"]
-        assert env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?"), name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == "${MLFLOW_TRACKING_PASSWORD:-}", name
         assert env["MLFLOW_TRACKING_USERNAME"] == mlflow["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"], name
-    assert services["prefect-worker"]["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING:?")
+    assert services["prefect-worker"]["environment"]["PREFECT_API_AUTH_STRING"] == "${PREFECT_API_AUTH_STRING:-}"
     example = _example_env()
     for key in ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert example.get(key), key
-        proc = _compose_config({k: v for k, v in example.items() if k != key})
-        assert proc.returncode != 0 and f"set {key} in .env" in proc.stderr, (key, proc.stderr)
     assert len(example["MLFLOW_TRACKING_PASSWORD"]) >= 12  # MLflow refuses shorter admin passwords
+    without_env = _compose_config({})  # as a check of the file alone runs it
+    assert without_env.returncode == 0, without_env.stderr
     assert compose["networks"]["backend"]["internal"] is True
     for name, svc in services.items():
         networks = set(svc.get("networks", []))

@@ -14,6 +14,7 @@ import typer
 
 from flows import temporary_api
 from flows.cli.app import EXIT_BLOCKED, app, config_or_fail, fail, prefect_home
+from tasks.core import failpoints
 from tasks.core.paths import DEMO_CONFIG
 from tasks.core.state import StatePaths
 
@@ -71,6 +72,7 @@ def run(
     log_path = state.run_dir(run_id) / "run.log"
     typer.echo(f"run {run_id}: {len(cfg.data.paths)} data path(s), base model {cfg.model.base_model or 'tiny (random)'}"
                f"; library logs in {log_path}")
+    failpoints.arm()  # the fault matrix (bench/fault_matrix.py) only
     rep, problem = _run_flow(cfg, run_id, state, prefect_api_ready, log_path, verbose)
     if problem:
         fail(problem)

@@ -27,6 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tasks.core import failpoints
 from pydantic import BaseModel
 
 SCHEMA_VERSION = 1
@@ -120,6 +122,8 @@ def write(
             hasher.update(table)
             rows += table.num_rows
             shards.append({"file": name, "rows": table.num_rows})
+            if len(shards) == 1:
+                failpoints.reached(f"{stage}:shard")
         if not shards and schema is not None:  # an empty snapshot still carries its schema
             pq.write_table(schema.empty_table(), tmp / "part-00000.parquet")
             shards.append({"file": "part-00000.parquet", "rows": 0})

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+IN_USE_LOCK = "in-use"  # held shared by every run while it works, exclusively by `tunegate gc`
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -123,8 +124,9 @@ class StatePaths:
         return self.home / "locks"
 
     @contextmanager
-    def lock(self, name: str, timeout_s: float = 6 * 3600, poll_s: float = 0.2) -> Iterator[float]:
+    def lock(self, name: str, timeout_s: float = 6 * 3600, poll_s: float = 0.2, shared: bool = False) -> Iterator[float]:
         """Hold the exclusive lock ``<home>/locks/<name>.lock`` for the block; yields the seconds waited.
+        ``shared``: many holders at once, none while it is held exclusively (runs share ``in-use``; gc excludes).
 
         Each hold is appended to ``<name>.log`` (pid, acquired, released: Unix seconds), so it can be shown
         afterwards that holders took turns. Raises TimeoutError naming the lock file after ``timeout_s``.
@@ -135,7 +137,7 @@ class StatePaths:
         with open(path, "a+") as fh:
             while True:
                 try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() - start > timeout_s:
@@ -143,10 +145,11 @@ class StatePaths:
                                            f"{timeout_s:.0f} s") from None
                     time.sleep(poll_s)
             acquired = time.time()
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"{os.getpid()}\n")
-            fh.flush()
+            if not shared:  # the holder's pid, for the message above
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{os.getpid()}\n")
+                fh.flush()
             try:
                 yield time.monotonic() - start
             finally:

@@ -36,7 +36,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.evaluate import eval_sets, extraction, safety, text_metrics
-from tasks.core import progress
+from tasks.core import failpoints, progress
 from tasks.evaluate.bootstrap import Delta, paired_bootstrap
 from tasks.evaluate.eval_sets import EvalPrompt, heldout_pairs, read_prompt_file
 from tasks.evaluate.extraction import ExtractionSettings
@@ -269,6 +269,7 @@ def evaluate_models(models: dict[str, dict], eval_texts: str, settings: EvalSett
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(out[name].model_dump_json())
             tmp.replace(cached)
+        failpoints.reached(f"evaluate:{name}")
     return out
 
 

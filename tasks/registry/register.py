@@ -17,6 +17,7 @@ from typing import Any, Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.core import failpoints
 from tasks.registry.artifacts import DIGESTS_TAG, artifact_digests
 from tasks.registry.store import client, no_http_retries, tracking
 from tasks.registry.versions import RUN_TAG, VersionInfo, describe, ensure_challenger, find_version
@@ -85,11 +86,13 @@ def register(
                               tags=tags, params=params, metrics=metrics, step_metrics=step_metrics, files=files,
                               into=mlflow_run_id)
         mlflow_run_id, model_uri, model_id = logged
+        failpoints.reached("register:logged")
         _ensure_registered_model(c, name)
         digests = json.dumps(artifact_digests({"base": base, "adapter": adapter, "tokenizer": tokenizer}))
         version = create_once(c, name, run_id, lambda: c.create_model_version(
             name, source=model_uri, run_id=mlflow_run_id, tags={RUN_TAG: run_id, **tags, DIGESTS_TAG: digests},
             model_id=model_id))
+        failpoints.reached("register:created")
         c.set_registered_model_alias(name, "challenger", version.version)
         return describe(c, c.get_model_version(name, version.version))
 

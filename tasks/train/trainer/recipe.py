@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.core import failpoints
 from tasks.train.trainer import artifacts, checkpoints, ds_config, evaluation
 from tasks.train.trainer.job import TrainJob, TrainSettings
 from tasks.train.trainer.peft_methods import build_model
@@ -225,6 +226,7 @@ def train(job: TrainJob) -> dict:
                 if rank == 0:
                     checkpoints.mark_complete(folder, step, job.job_key)
                     checkpoints.prune(ckpt_root, s.keep_checkpoints)
+                    failpoints.reached("train:checkpoint")
                 dist.barrier()
     summary = {"steps": s.max_steps, "resumed_from": start, "world_size": world, "device": device,
                "method": s.method, "zero_stage": engine.zero_optimization_stage(),

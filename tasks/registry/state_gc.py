@@ -1,0 +1,196 @@
+"""`tunegate gc`: what the state folder may drop, and dropping it.
+
+Kept:
+- the newest ``keep_runs`` runs whole: checkpoints, training blocks and every snapshot their reports name (what
+  ``--resume`` and the snapshot cache need);
+- for each registered model, the versions with an alias, the newest ``keep_versions`` and the last
+  ``keep_versions`` champions (what ``rollback`` goes back to): their training snapshot and the snapshots it was
+  made from, as far as the manifests name them (a cumulative retrain starts from the champion's);
+- every run's report, config, logs and plots; the registry and its artifacts; tokenizers, base models, frozen
+  evaluation sets.
+Dropped: the checkpoints, training blocks and downloaded champion of older runs, snapshots nothing kept names
+(the versions whose training snapshot goes get the tag ``snapshot_gc``), temporary folders of writers that died,
+finished trainings beyond the newest ``keep_train_cache``, evaluation-cache entries beyond the newest
+``keep_eval_cache``.
+
+Runs hold the state folder's ``in-use`` lock shared while they work; gc takes it exclusively, so it never deletes
+under a running run (``StatePaths.lock``). Plain functions: ``plan`` (nothing changes: the dry run) and ``apply``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tasks.core import snapshot
+from tasks.core.state import StatePaths
+from tasks.registry.settings import RetentionSettings
+
+COLLECTED_TAG = "snapshot_gc"
+
+
+@dataclass
+class Item:
+    kind: str  # checkpoints, training data, snapshot, temporary, train cache, eval cache
+    path: Path
+    bytes: int
+    why: str
+
+
+@dataclass
+class Plan:
+    drop: list[Item] = field(default_factory=list)
+    kept_snapshots: dict[str, str] = field(default_factory=dict)  # path -> why it is kept
+    collected: list[tuple[str, str]] = field(default_factory=list)  # (model, version) whose training snapshot goes
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for item in self.drop:
+            n, size = out.get(item.kind, (0, 0))
+            out[item.kind] = (n + 1, size + item.bytes)
+        return out
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def runs_newest_first(state: StatePaths) -> list[Path]:
+    """Run folders, newest first (by when each started: its config.yaml is written first)."""
+    if not state.runs.is_dir():
+        return []
+    runs = [p for p in state.runs.iterdir() if p.is_dir()]
+    return sorted(runs, key=lambda p: (p / "config.yaml").stat().st_mtime if (p / "config.yaml").exists()
+                  else p.stat().st_mtime, reverse=True)
+
+
+def _snapshot_index(root: Path) -> tuple[dict[str, list[Path]], dict[Path, str | None]]:
+    """fingerprint -> snapshot folders; folder -> its parent's fingerprint (from the manifests)."""
+    by_fp: dict[str, list[Path]] = {}
+    parent: dict[Path, str | None] = {}
+    for manifest in sorted(root.glob(f"*/*/{snapshot.MANIFEST}")):
+        if manifest.parent.name.startswith("."):  # a temporary folder (a writer at work, or one that died)
+            continue
+        try:
+            m = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        by_fp.setdefault(m.get("fingerprint", ""), []).append(manifest.parent)
+        parent[manifest.parent] = m.get("parent_fingerprint")
+    return by_fp, parent
+
+
+def _with_ancestors(folders: list[Path], by_fp: dict[str, list[Path]], parent: dict[Path, str | None]) -> list[Path]:
+    out, todo = [], list(folders)
+    while todo:
+        folder = todo.pop()
+        if folder in out:
+            continue
+        out.append(folder)
+        todo.extend(by_fp.get(parent.get(folder) or "", []))
+    return out
+
+
+def _report_snapshots(run: Path) -> list[Path]:
+    """The snapshot folders a run's report names (its stages' and its history parents')."""
+    try:
+        report = json.loads((run / "report.json").read_text())
+    except (OSError, ValueError):
+        return []
+    paths = [s.get("path") for s in (report.get("snapshots") or {}).values() if isinstance(s, dict)]
+    paths += [p.get("snapshot") for p in ((report.get("history") or {}).get("parents") or []) if isinstance(p, dict)]
+    return [Path(p) for p in paths if p]
+
+
+def protected_versions(tracking_uri: str, keep: int) -> dict[tuple[str, str], tuple[str, str]]:
+    """(model, version) -> (training snapshot fingerprint, why kept), for the versions whose data is kept; the
+    others map to (fingerprint, "") — the ones whose training snapshot may go."""
+    from tasks.registry.store import bounded_http, client
+    from tasks.registry.versions import all_versions, champion_history
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return {}  # no registry yet
+    c = client(tracking_uri)
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    with bounded_http():
+        for model in c.search_registered_models():
+            versions = all_versions(c, model.name)
+            newest = {str(v.version) for v in versions[-keep:]}
+            champions = set(champion_history(c, model.name)[-keep:])
+            aliases = {str(v): a for a, v in (c.get_registered_model(model.name).aliases or {}).items()}
+            for v in versions:
+                number, tags = str(v.version), v.tags or {}
+                why = (f"@{aliases[number]}" if number in aliases else "a recent champion" if number in champions
+                       else f"among the newest {keep} versions" if number in newest else "")
+                out[(model.name, number)] = (tags.get("snapshot_fingerprint", ""), why)
+    return out
+
+
+def plan(state: StatePaths, settings: RetentionSettings, tracking_uri: str) -> Plan:
+    """What gc would drop (nothing changes). Raises RegistryUnreachable when the registry does not answer: what
+    its versions name cannot be known then, so nothing is planned."""
+    result = Plan()
+    by_fp, parent = _snapshot_index(state.snapshots)
+    runs = runs_newest_first(state)
+    recent, older = runs[: settings.keep_runs], runs[settings.keep_runs:]
+    for run in recent:
+        for folder in _with_ancestors(_report_snapshots(run), by_fp, parent):
+            result.kept_snapshots.setdefault(str(folder), f"run {run.name} (among the newest {settings.keep_runs})")
+    versions = protected_versions(tracking_uri, settings.keep_versions)
+    for (model, number), (fingerprint, why) in sorted(versions.items()):
+        folders = _with_ancestors(by_fp.get(fingerprint, []), by_fp, parent) if fingerprint else []
+        if why:
+            for folder in folders:
+                result.kept_snapshots.setdefault(str(folder), f"{model} v{number} ({why})")
+    for (model, number), (fingerprint, why) in sorted(versions.items()):
+        stored = by_fp.get(fingerprint, []) if fingerprint else []
+        if not why and stored and not any(str(f) in result.kept_snapshots for f in stored):
+            result.collected.append((model, number))
+    for folder in parent:
+        if str(folder) not in result.kept_snapshots:
+            result.drop.append(Item("snapshot", folder, size_of(folder), "named by no kept run or version"))
+    for stage_dir in sorted(p for p in state.snapshots.glob("*") if p.is_dir()):
+        for tmp in snapshot.stale_temp_folders(stage_dir):
+            result.drop.append(Item("temporary", tmp, size_of(tmp), "left by a writer that died"))
+    for run in older:
+        for name, kind in (("train/checkpoints", "checkpoints"), ("data", "training data"),
+                           ("champion", "champion copy")):  # the champion's artifacts, downloaded to compare
+            if (run / name).exists():
+                result.drop.append(Item(kind, run / name, size_of(run / name), f"run {run.name} is not among the "
+                                                                              f"newest {settings.keep_runs}"))
+    result.drop += _beyond_newest(state.train_cache, settings.keep_train_cache, "train cache")
+    result.drop += _beyond_newest(state.eval_cache, settings.keep_eval_cache, "eval cache")
+    return result
+
+
+def _beyond_newest(folder: Path, keep: int, kind: str) -> list[Item]:
+    if not folder.is_dir():
+        return []
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime,
+                     reverse=True)
+    return [Item(kind, p, size_of(p), f"beyond the newest {keep}") for p in entries[keep:]]
+
+
+def apply(result: Plan, tracking_uri: str) -> None:
+    """Drop what ``result`` lists; tag the versions whose training snapshot went (``snapshot_gc``: the date)."""
+    from tasks.registry.store import bounded_http, client
+
+    if result.collected:
+        c = client(tracking_uri)
+        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        with bounded_http():
+            for model, number in result.collected:
+                c.set_model_version_tag(model, number, COLLECTED_TAG, f"training snapshot removed by tunegate gc on "
+                                                                      f"{today}")
+    for item in result.drop:
+        if item.path.is_dir():
+            # a snapshot loses its manifest first: a folder without one is never read as a snapshot
+            (item.path / snapshot.MANIFEST).unlink(missing_ok=True)
+            shutil.rmtree(item.path, ignore_errors=True)
+        else:
+            item.path.unlink(missing_ok=True)
