@@ -70,6 +70,10 @@ def half_snapshots(home: Path) -> list[str]:
     return bad
 
 
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def tunegate(args: list[str], env: dict, log: Path) -> subprocess.CompletedProcess:
     with open(log, "ab") as out:
         return subprocess.run([str(TUNEGATE), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -101,9 +105,10 @@ def main() -> int:
             home, log = tmp / point.replace(":", "-"), tmp / f"{point.replace(':', '-')}.log"
             case_env = {**env, "TUNEGATE_HOME": str(home)}
             t0 = time.perf_counter()
+            hits = tmp / f"{point.replace(':', '-')}.hit"
             killed = tunegate(["run", "--config", str(config), "--run-id", RUN_ID],
-                              {**case_env, "TUNEGATE_FAILPOINT": point}, log)
-            hit = killed.returncode == -9 and f"failpoint {point}: SIGKILL" in log.read_text(errors="replace")
+                              {**case_env, "TUNEGATE_FAILPOINT": point, "TUNEGATE_FAILPOINT_LOG": str(hits)}, log)
+            hit = killed.returncode == -9 and f"failpoint {point}: SIGKILL" in _text(hits)
             half = half_snapshots(home)
             resumed = tunegate(["run", "--resume", RUN_ID], case_env, log)
             got = outcome(home)

@@ -34,7 +34,7 @@ def _chain(store: Path, run: str) -> dict[str, str]:
     return out
 
 
-def _run_folder(runs: Path, run: str, chain: dict[str, str], started: float) -> None:
+def _run_folder(runs: Path, run: str, chain: dict[str, str], started: float, version: str | None) -> None:
     folder = runs / run
     (folder / "train" / "checkpoints" / "checkpoint-000010").mkdir(parents=True)
     (folder / "train" / "checkpoints" / "checkpoint-000010" / "mp_rank_00_model_states.pt").write_bytes(b"w" * 200_000)
@@ -43,7 +43,9 @@ def _run_folder(runs: Path, run: str, chain: dict[str, str], started: float) -> 
     (folder / "data").mkdir()
     (folder / "data" / "train.bin").write_bytes(b"t" * 50_000)
     (folder / "config.yaml").write_text("{}\n")
-    (folder / "report.json").write_text(json.dumps({"run_id": run, "status": "promoted", "snapshots": {
+    model = {"name": MODEL, "version": version} if version else None  # r1's report names no version (failed)
+    (folder / "report.json").write_text(json.dumps({"run_id": run, "status": "promoted" if version else "failed",
+                                                    "model": model, "snapshots": {
         stage: {"path": path, "stage": stage} for stage, path in chain.items()}}))
     os.utime(folder / "config.yaml", (started, started))
 
@@ -62,7 +64,7 @@ def state(tmp_path):
     chains = {}
     for i, run in enumerate(("r1", "r2", "r3", "r4")):
         chains[run] = _chain(store, run)
-        _run_folder(home / "runs", run, chains[run], time.time() - 1000 + 100 * i)
+        _run_folder(home / "runs", run, chains[run], time.time() - 1000 + 100 * i, str(i + 1) if i else None)
     dead = store / "pii" / f".half{snapshot._TMP}{snapshot._host()}-999999-0badc0de"  # a writer killed mid-write
     dead.mkdir()
     (dead / "part-00000.parquet").write_bytes(b"p" * 1000)
@@ -118,7 +120,9 @@ def test_gc_keeps_what_runs_and_versions_name_and_drops_the_rest(state):
     assert not state["dead"].exists()
     for run in ("r1", "r2", "r3"):
         assert not (home / "runs" / run / "train" / "checkpoints").exists() and not (home / "runs" / run / "data").exists()
-        assert (home / "runs" / run / "report.json").is_file() and (home / "runs" / run / "train" / "adapter").is_dir()
+        assert (home / "runs" / run / "report.json").is_file()
+        # the adapter goes once the registry holds it (r2, r3); r1's report names no version: its adapter stays
+        assert (home / "runs" / run / "train" / "adapter").is_dir() == (run == "r1"), run
     assert (home / "runs" / "r4" / "train" / "checkpoints" / "checkpoint-000010").is_dir()
     assert sorted(p.name for p in (home / "train-cache").iterdir()) == ["job2"]
     assert sorted(p.name for p in (home / "eval-cache").iterdir()) == ["eval1.json", "eval2.json"]

@@ -8,7 +8,8 @@ Kept:
   made from, as far as the manifests name them (a cumulative retrain starts from the champion's);
 - every run's report, config, logs and plots; the registry and its artifacts; tokenizers, base models, frozen
   evaluation sets.
-Dropped: the checkpoints, training blocks and downloaded champion of older runs, snapshots nothing kept names
+Dropped: the checkpoints, training blocks and downloaded champion of older runs (and their adapter, once the
+registry holds it as a version's), snapshots nothing kept names
 (the versions whose training snapshot goes get the tag ``snapshot_gc``), temporary folders of writers that died,
 finished trainings beyond the newest ``keep_train_cache``, evaluation-cache entries beyond the newest
 ``keep_eval_cache``.
@@ -107,6 +108,15 @@ def _report_snapshots(run: Path) -> list[Path]:
     return [Path(p) for p in paths if p]
 
 
+def _registered_as(run: Path) -> str | None:
+    """"NAME vN" when the run's report says it registered its model, else None."""
+    try:
+        model = json.loads((run / "report.json").read_text()).get("model") or {}
+    except (OSError, ValueError):
+        return None
+    return f"{model['name']} v{model['version']}" if model.get("name") and model.get("version") else None
+
+
 def protected_versions(tracking_uri: str, keep: int) -> dict[tuple[str, str], tuple[str, str]]:
     """(model, version) -> (training snapshot fingerprint, why kept), for the versions whose data is kept; the
     others map to (fingerprint, "") — the ones whose training snapshot may go."""
@@ -158,11 +168,15 @@ def plan(state: StatePaths, settings: RetentionSettings, tracking_uri: str) -> P
         for tmp in snapshot.stale_temp_folders(stage_dir):
             result.drop.append(Item("temporary", tmp, size_of(tmp), "left by a writer that died"))
     for run in older:
-        for name, kind in (("train/checkpoints", "checkpoints"), ("data", "training data"),
-                           ("champion", "champion copy")):  # the champion's artifacts, downloaded to compare
+        why = f"run {run.name} is not among the newest {settings.keep_runs}"
+        parts = [("train/checkpoints", "checkpoints", why), ("data", "training data", why),
+                 ("champion", "champion copy", why)]  # the champion's artifacts, downloaded to compare with
+        registered = _registered_as(run)
+        if registered:  # the registry holds the adapter (with base and tokenizer) as that version's artifacts
+            parts.append(("train/adapter", "adapter copy", f"{why}; registered as {registered}"))
+        for name, kind, reason in parts:
             if (run / name).exists():
-                result.drop.append(Item(kind, run / name, size_of(run / name), f"run {run.name} is not among the "
-                                                                              f"newest {settings.keep_runs}"))
+                result.drop.append(Item(kind, run / name, size_of(run / name), reason))
     result.drop += _beyond_newest(state.train_cache, settings.keep_train_cache, "train cache")
     result.drop += _beyond_newest(state.eval_cache, settings.keep_eval_cache, "eval cache")
     return result
