@@ -288,7 +288,13 @@ def test_server_starts_prefect_and_mlflow_and_ctrl_c_stops_both(tmp_path):
         assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api", ui
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
         stopping = time.monotonic()
-        proc.wait(timeout=60)  # bounded by the command itself (STOP_LIMIT_S, 30 s)
+        try:
+            proc.wait(timeout=60)  # bounded by the command itself (STOP_LIMIT_S, 30 s)
+        except subprocess.TimeoutExpired:
+            # seen in full CI runs only (2 of 4, never alone): the process neither stopped nor hit its own 30 s
+            # faulthandler bound, as if it did not run at all; say what the kernel says about it, then wait on
+            print("tunegate server not stopped 60 s after Ctrl-C; its state:\n" + process_state(proc.pid))
+            proc.wait(timeout=240)
         print(f"FIGURE tunegate server stopped {time.monotonic() - stopping:.1f} s after Ctrl-C")
         if "Timeout (0:00:30)!" in tail(log, 100_000):  # what faulthandler writes when stopping hit its bound
             print("stop hit its bound; where it was:\n" + tail(log, 8000))
@@ -302,3 +308,25 @@ def test_server_starts_prefect_and_mlflow_and_ctrl_c_stops_both(tmp_path):
                 c.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def process_state(pid: int) -> str:
+    """What the kernel says about a process that does not react: status, load, and each thread's state and wait
+    channel (and kernel stack, readable as root)."""
+    import psutil
+
+    lines = [f"load average {os.getloadavg()}"]
+    try:
+        p = psutil.Process(pid)
+        lines.append(f"status {p.status()}, threads {p.num_threads()}, cpu {p.cpu_times()}")
+    except psutil.Error as exc:
+        lines.append(f"psutil: {exc}")
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        parts = []
+        for name in ("stat", "wchan", "stack"):
+            try:
+                parts.append((task / name).read_text(errors="replace").strip()[:600])
+            except OSError as exc:
+                parts.append(f"({name}: {exc.strerror})")
+        lines.append(f"thread {task.name}: " + " | ".join(parts))
+    return "\n".join(lines)
