@@ -229,26 +229,30 @@ STOP_LIMIT_S = 30  # Ctrl-C on `tunegate server`: the servers get 10 s to stop, 
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each process group, then SIGKILL what is left after 10 s."""
-    for p in procs:
-        if p.poll() is None:
+    """SIGTERM each process group, then SIGKILL what is left after 10 s. Children are reaped with os.waitpid, not
+    Popen.wait: this also runs from a signal handler, which may have interrupted a Popen.poll holding its lock."""
+    alive = {p.pid for p in procs if p.returncode is None}
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in alive:
             try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
                 pass
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # unkillable (e.g. stuck in the kernel): leave it, do not hang
-                pass
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
+            alive = {pid for pid in alive if not _reaped(pid)}
+            if alive:
+                time.sleep(0.1)
+        if not alive:
+            return
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        return True
+    return done == pid
 
 
 def _tail(path: Path, n: int = 5) -> str:
@@ -284,11 +288,23 @@ def server(
                    f"http://{host}:{mlflow_port}/health", f"http://{host}:{mlflow_port}"),
     }
     procs: dict[str, subprocess.Popen] = {}
+    stopping: list[int] = []
 
-    def on_term(signum, frame):  # a SIGTERM stops both servers like Ctrl-C does
-        raise KeyboardInterrupt
+    def stop_now(signum, frame):  # Ctrl-C (SIGINT) or SIGTERM: stop both servers and leave, from the handler itself
+        if stopping:
+            return
+        stopping.append(signum)
+        typer.echo("stopping the Prefect and MLflow servers")
+        # stopping is bounded: past STOP_LIMIT_S every thread's traceback goes to stderr and the process exits
+        faulthandler.dump_traceback_later(STOP_LIMIT_S, exit=True)
+        _stop(list(procs.values()))
+        typer.echo("stopped")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # nothing is left to clean up; interpreter shutdown is not waited for
 
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, stop_now)
+    signal.signal(signal.SIGTERM, stop_now)
     try:
         for name, (cmd, _, _) in commands.items():
             log = open(logs / f"{name.lower()}-server.log", "ab")
@@ -307,15 +323,5 @@ def server(
                     log = logs / f"{name.lower()}-server.log"
                     fail(f"the {name} server stopped (exit {p.returncode}): {_tail(log)} (log: {log})")
             time.sleep(1)
-    except KeyboardInterrupt:
-        typer.echo("stopping the Prefect and MLflow servers")
-        # stopping is bounded: past STOP_LIMIT_S every thread's traceback goes to stderr and the process exits
-        faulthandler.dump_traceback_later(STOP_LIMIT_S, exit=True)
-        _stop(list(procs.values()))
-        # nothing is left to clean up: leave at once rather than through interpreter shutdown, which was seen to
-        # hang past a minute under a loaded CI run (atexit handlers and non-daemon threads of imported libraries)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    finally:
+    finally:  # a server that stopped or did not start: stop the other
         _stop(list(procs.values()))
