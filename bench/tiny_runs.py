@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    from tasks.registry.state_gc import size_of  # what gc counts, counted the same way
+
+    return size_of(path)
 
 
 def free_port() -> int:

@@ -3,12 +3,12 @@ cut or the OOM killer would: SIGKILL to the whole run, no cleanup, no report.
 
 ``TUNEGATE_FAILPOINT=<name>`` arms one point; the first process to reach it kills the run's process group (recorded
 in ``TUNEGATE_FAILPOINT_GROUP`` by ``arm``, which `tunegate run` calls at start) and its own, after a line in the
-file ``TUNEGATE_FAILPOINT_LOG`` names it. Unset, as always
-outside the fault matrix, a point costs one environment lookup. The names: ``after:<stage>`` (a stage ended, see
-flows/retrain_run.py), ``<stage>:shard`` (a snapshot of that stage has its first shard written, not yet
-published), ``train:checkpoint`` (the first checkpoint is complete), ``evaluate:base`` (the base model is scored,
-the candidate not yet), ``register:logged`` (the model is logged to MLflow, not registered), ``register:created``
-(the version exists, without its alias), ``register:promote`` (registered, not yet promoted).
+file ``TUNEGATE_FAILPOINT_LOG`` names it. Unset, as always outside the fault matrix, a point costs one environment
+lookup. The names: ``after:<stage>`` (a stage ended, see flows/retrain_run.py), ``<stage>:shard`` (a snapshot of
+that stage has its first shard written, not yet published), ``train:checkpoint`` (the first checkpoint is
+complete), ``evaluate:<model>`` (that model is scored: base, candidate, champion), ``register:logged`` (the model is
+logged to MLflow, not registered), ``register:created`` (the version exists, without its alias),
+``register:promote`` (registered, not yet promoted).
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
 from tasks.core import failpoints
-from pydantic import BaseModel
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

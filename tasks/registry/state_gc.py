@@ -9,10 +9,9 @@ Kept:
 - every run's report, config, logs and plots; the registry and its artifacts; tokenizers, base models, frozen
   evaluation sets.
 Dropped: the checkpoints, training blocks and downloaded champion of older runs (and their adapter, once the
-registry holds it as a version's), snapshots nothing kept names
-(the versions whose training snapshot goes get the tag ``snapshot_gc``), temporary folders of writers that died,
-finished trainings beyond the newest ``keep_train_cache``, evaluation-cache entries beyond the newest
-``keep_eval_cache``.
+registry holds it as a version's), snapshots nothing kept names (the versions whose training snapshot goes get the
+tag ``snapshot_gc``), temporary folders of writers that died, finished trainings beyond the newest
+``keep_train_cache``, evaluation-cache entries beyond the newest ``keep_eval_cache``.
 
 Runs hold the state folder's ``in-use`` lock shared while they work; gc takes it exclusively, so it never deletes
 under a running run (``StatePaths.lock``). Plain functions: ``plan`` (nothing changes: the dry run) and ``apply``.
@@ -153,9 +152,8 @@ def plan(state: StatePaths, settings: RetentionSettings, tracking_uri: str) -> P
             result.kept_snapshots.setdefault(str(folder), f"run {run.name} (among the newest {settings.keep_runs})")
     versions = protected_versions(tracking_uri, settings.keep_versions)
     for (model, number), (fingerprint, why) in sorted(versions.items()):
-        folders = _with_ancestors(by_fp.get(fingerprint, []), by_fp, parent) if fingerprint else []
-        if why:
-            for folder in folders:
+        if why and fingerprint:
+            for folder in _with_ancestors(by_fp.get(fingerprint, []), by_fp, parent):
                 result.kept_snapshots.setdefault(str(folder), f"{model} v{number} ({why})")
     for (model, number), (fingerprint, why) in sorted(versions.items()):
         stored = by_fp.get(fingerprint, []) if fingerprint else []

@@ -98,8 +98,9 @@ def prune(root: Path, keep: int) -> None:
 
 
 def _deepspeed_globals() -> list:
-    """The classes DeepSpeed pickles into its checkpoints besides tensors and plain containers (listed by
-    torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO 0-3 checkpoints)."""
+    """The classes DeepSpeed pickles into its checkpoints besides tensors and plain containers: the first three are
+    what torch.serialization.get_unsafe_globals_in_checkpoint lists on ZeRO-2 and ZeRO-3 CPU checkpoints;
+    DynamicLossScaler is fp16's loss scaler (not inspected; ZeRO 0/1 and GPU checkpoints were not either)."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
