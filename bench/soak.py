@@ -9,13 +9,16 @@ The pipeline is configs/tiny.yaml with a tinier model (hidden 64, 2 layers, 10 s
 drop a new JSONL file in the data folder. One Prefect server serves every run (as a team's would). Retention:
 keep_runs 3, keep_versions 3. Printed per run: status, seconds, state size before and after gc, the registry's size;
 then the checks, each PASS or FAIL (exit 1 on any FAIL):
-- one registered version per run, no run registered twice;
-- the champion's training snapshot is stored; every version's is stored or tagged snapshot_gc;
+- every registering run registered once: its version is in the registry or was deleted by gc (its MLflow run tagged
+  tunegate.gc); no run registered twice;
+- the registry keeps at most 2 x keep_versions + keep_runs + 2 versions (newest, last champions, the kept runs',
+  the aliases) and its models' artifacts stay within that many copies of the first model (gc deletes the rest);
+- the champion's training snapshot is stored, and every kept version's;
 - every drop run after the first merged the champion's training data (gc never broke the history chain);
 - no temporary snapshot folder left; checkpoints only in the newest keep_runs run folders;
 - the state folder after gc, without the registry's own store (mlflow.db, mlartifacts/) and the older runs' reports,
   logs and plots (gc keeps both), stays within 1.5x its size at run keep_runs+1 plus 4x what the drops added; the
-  growth of those two, per version and per run, is printed.
+  growth of the older runs' reports and of the registry's database and run artifacts is printed.
 """
 
 from __future__ import annotations
@@ -44,9 +47,14 @@ def check(results: list[tuple[str, bool, str]], name: str, ok: bool, detail: str
 
 
 def registry_bytes(home: Path) -> int:
-    """The registry's own store (its database and artifacts): what gc never touches."""
+    """The registry's own store (its database and artifacts: models, run reports); gc deletes versions from it."""
     db = home / "mlflow.db"
     return (db.stat().st_size if db.exists() else 0) + (du(home / "mlartifacts") if (home / "mlartifacts").exists() else 0)
+
+
+def model_bytes(home: Path) -> int:
+    """The registered versions' model copies (base, adapter, tokenizer): the logged models' artifacts."""
+    return sum(du(p) for p in [*(home / "mlartifacts").glob("models"), *(home / "mlartifacts").glob("*/models")])
 
 
 def old_runs_bytes(home: Path) -> int:
@@ -93,20 +101,22 @@ def main() -> int:
             before = du(home) - registry_bytes(home)
             g = subprocess.run([str(TUNEGATE), "gc", "--config", str(config)], cwd=ROOT, env=env, capture_output=True,
                                text=True)
-            after, registry = du(home) - registry_bytes(home), registry_bytes(home)
+            after, registry, models = du(home) - registry_bytes(home), registry_bytes(home), model_bytes(home)
             kept_reports = old_runs_bytes(home)
             if g.returncode != 0:
                 print(g.stdout, g.stderr)
             rows.append({"run": i, "drop": dropped, "rc": proc.returncode, "status": report["status"],
                          "merged": bool((report.get("history") or {}).get("merged")), "seconds": seconds,
-                         "before": before, "after": after, "registry": registry, "old_runs": kept_reports,
+                         "before": before, "after": after, "registry": registry, "models": models,
+                         "old_runs": kept_reports,
                          "gc_rc": g.returncode,
                          "drops_bytes": drops_added,
                          "gc": " ".join(g.stdout.split()[-6:]) if g.stdout else ""})
             r = rows[-1]
             print(f"run {i:2d} {'drop' if dropped else '    '} rc {r['rc']} {r['status']:<9} {seconds:6.1f} s  "
                   f"state {before / 2**20:6.1f} MiB -> gc -> {after / 2**20:6.1f} MiB (older runs' reports "
-                  f"{kept_reports / 2**20:4.1f}), registry {registry / 2**20:5.1f} MiB  merged={r['merged']}", flush=True)
+                  f"{kept_reports / 2**20:4.1f}), registry {registry / 2**20:5.1f} MiB (models {models / 2**20:5.1f})  "
+                  f"merged={r['merged']}", flush=True)
         results: list[tuple[str, bool, str]] = []
         import mlflow
 
@@ -118,16 +128,25 @@ def main() -> int:
         name = "tunegate-tiny"
         versions = c.search_model_versions(f"name='{name}'")
         run_tags = [(v.tags or {}).get("tunegate.run_id") for v in versions]
+        experiment = c.get_experiment_by_name("tunegate").experiment_id
+        deleted = [r.data.tags.get("tunegate.run_id") for r in c.search_runs([experiment], "tags.`tunegate.gc` != ''")]
         registered = [r for r in rows if r["status"] in ("promoted", "blocked")]
-        check(results, "one version per registering run, none twice", len(versions) == len(registered)
-              and len(set(run_tags)) == len(run_tags), f"{len(versions)} versions, {len(registered)} runs")
+        check(results, "every registering run registered once (kept, or deleted by gc)",
+              sorted(run_tags + deleted) == sorted(f"soak-{r['run']:02d}" for r in registered),
+              f"{len(versions)} versions kept, {len(deleted)} deleted by gc, {len(registered)} registering runs")
+        most = 2 * KEEP_VERSIONS + KEEP_RUNS + 2
+        first_model = next(r["models"] for r in rows if r["models"])
+        check(results, f"the registry keeps at most {most} versions and as many model copies",
+              len(versions) <= most and max(r["models"] for r in rows) <= most * first_model * 1.05,
+              f"{len(versions)} versions; models' artifacts at most {max(r['models'] for r in rows) / 2**20:.1f} MiB, "
+              f"{first_model / 2**20:.2f} MiB per copy")
         champion = c.get_model_version_by_alias(name, "champion")
         state = StatePaths.from_env(home)
         check(results, "the champion's training snapshot is stored",
               find_snapshot(state.snapshots, champion.tags["snapshot_fingerprint"]) is not None, f"v{champion.version}")
-        unaccounted = [v.version for v in versions if "snapshot_gc" not in (v.tags or {})
-                       and find_snapshot(state.snapshots, (v.tags or {}).get("snapshot_fingerprint", "")) is None]
-        check(results, "every version's snapshot stored or tagged snapshot_gc", not unaccounted, f"{unaccounted}")
+        unaccounted = [v.version for v in versions
+                       if find_snapshot(state.snapshots, (v.tags or {}).get("snapshot_fingerprint", "")) is None]
+        check(results, "every kept version's training snapshot stored", not unaccounted, f"{unaccounted}")
         drop_runs = [r for r in rows if r["drop"]]
         check(results, "every drop run after the first merged the champion's data",
               all(r["merged"] for r in drop_runs[1:]), f"{[(r['run'], r['merged']) for r in drop_runs]}")
@@ -142,13 +161,15 @@ def main() -> int:
               f"max {governed / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB")
         per_run = (rows[-1]["old_runs"] - base["old_runs"]) / max(1, len(rows) - KEEP_RUNS - 1)
         removed = sum(r["before"] - r["after"] for r in rows)
-        per_version = (rows[-1]["registry"] - rows[0]["registry"]) / max(1, len(versions) - 1)
+        per_run_registry = ((rows[-1]["registry"] - rows[-1]["models"]) - (base["registry"] - base["models"])) / max(
+            1, len(rows) - KEEP_RUNS - 1)
         print(f"\nFIGURE {len(rows)} runs ({len(drop_runs)} after drops): {sum(r['seconds'] for r in rows) / 60:.1f} "
               f"minutes; state (without the registry) after the last gc {rows[-1]['after'] / 2**20:.1f} MiB, without gc "
               f"it would be {(rows[-1]['after'] + removed) / 2**20:.1f} MiB; {len(versions)} versions, champion "
-              f"v{champion.version}; the registry (mlflow.db, mlartifacts/: not collected) {rows[-1]['registry'] / 2**20:.1f}"
-              f" MiB, {per_version / 2**20:.2f} MiB more per version; older runs' reports, logs and plots (kept) "
-              f"{per_run / 2**20:.2f} MiB more per run")
+              f"v{champion.version}; the registry (mlflow.db, mlartifacts/) {rows[-1]['registry'] / 2**20:.1f} MiB, of "
+              f"which models {rows[-1]['models'] / 2**20:.1f} MiB ({len(versions)} kept, {len(deleted)} deleted); its "
+              f"database and run artifacts {per_run_registry / 2**20:.2f} MiB more per run; older runs' reports, logs "
+              f"and plots (kept) {per_run / 2**20:.2f} MiB more per run")
         for name_, ok, detail in results:
             print(f"{'PASS' if ok else 'FAIL'}  {name_}  ({detail})")
         return 0 if all(ok for _, ok, _ in results) else 1

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.core.usage import CostSettings
 from tasks.train.canaries import CanarySettings
 from tasks.data.clean import CleanSettings
 from tasks.data.contracts import ContractSettings
@@ -84,6 +85,7 @@ class PipelineConfig(BaseModel):
     gates: GateSettings = GateSettings()
     registry: RegistrySettings = RegistrySettings()
     retention: RetentionSettings = RetentionSettings()
+    cost: CostSettings = CostSettings()
     serving: ServingSettings = ServingSettings()
     dask: DaskSettings = DaskSettings()
 

@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import stage_summaries
 from flows.config import PipelineConfig
-from tasks.core import failpoints, progress
+from tasks.core import failpoints, progress, usage
 from tasks.core.state import IN_USE_LOCK, StatePaths
 from tasks.data.contracts import contract_task
 from tasks.registry import mlflow_run
@@ -55,6 +55,7 @@ class RetrainRun:
         self.snapshots: dict[str, Any] = {}
         self.mlflow_run_id: str | None = None  # the registered version's run once there is one
         self._started = time.perf_counter()
+        self.meter = usage.Meter()  # CPU, GPU and memory per stage, over the run's process tree
         self.current: str | None = next(iter(stage_summaries.STAGES))
         progress.begin(self.current)
 
@@ -67,6 +68,7 @@ class RetrainRun:
         now = time.perf_counter()
         seconds = round(now - self._started, 2)
         self.report.stage_seconds = {**self.report.stage_seconds, stage: seconds}
+        self.report.usage = {**self.report.usage, stage: self.meter.lap(stage).model_dump()}
         self._started = now
         progress.end(stage, stage_summaries.describe(stage, self.report.as_dict()), seconds)
         self.current = stage_summaries.next_stage(stage)
@@ -127,8 +129,14 @@ class RetrainRun:
         self._interrupted(f"failed: {self.report.error}")
         get_run_logger().error("run %s failed: %s", self.run_id, self.report.error)
 
+    def cost(self) -> dict[str, Any]:
+        """The usage of the stages so far, summed, with the tokens trained on and the estimated cost."""
+        tokens = (self.report.training or {}).get("tokens", 0)
+        return usage.totals(self.meter.stages, self.config.cost, tokens)
+
     def _interrupted(self, why: str) -> None:
         if self.current:
+            self.report.usage = {**self.report.usage, self.current: self.meter.lap(self.current).model_dump()}
             progress.end(self.current, why, round(time.perf_counter() - self._started, 2), ok=False)
             self.current = None
 
@@ -136,6 +144,8 @@ class RetrainRun:
         """Write the report (report.json, report.md), log it onto the MLflow run, which then ends, and attach it
         to the Prefect run; returns its content."""
         self.report.finished_at = now()
+        self.meter.stop()
+        self.report.cost = self.cost()
         rep = self.report.as_dict()
         report.write(rep, self.dir)
         self._in_use.close()

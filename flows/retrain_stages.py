@@ -6,6 +6,7 @@ promote when nothing blocked)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tasks.registry.register import register_task
 from tasks.registry.store import client
 from tasks.registry.events import emit_promoted
 from tasks.registry.versions import champion_version, describe, promote
+from tasks.registry.version_lineage import lineage, to_markdown
 from tasks.report import report
 from tasks.report.run_report import evaluation_record
 from tasks.serve.corrections import CORRECTIONS_FILE, export_corrections
@@ -177,10 +179,11 @@ def evaluate(run: RetrainRun, base, tok, trained, data, raw, frozen: frozen_set.
 def judge(run: RetrainRun, gates: list, figures: dict[str, Figures]) -> list:
     """Every gate on the candidate's scores against base and champion, on the set it names; failures join
     blocked_by."""
+    spent = {k: v for k, v in run.cost().items() if k in gates_mod.USAGE_METRICS}  # what the run used so far
     results = []
     for name in gates_mod.EVAL_SETS:
         fig = figures.get(name) or Figures({}, {}, "new data: none held out")
-        results += gates_mod.check(gates, fig.scores.get("candidate", {}),
+        results += gates_mod.check(gates, {**fig.scores.get("candidate", {}), **spent},
                                    {k: v for k, v in fig.scores.items() if k != "candidate"},
                                    source=run.config.gates.file, deltas=fig.deltas, eval_set=name, label=fig.label)
     order = {g.name: i for i, g in enumerate(gates)}
@@ -209,20 +212,35 @@ def register(run: RetrainRun, curated, tok, base, trained, frozen: frozen_set.Fr
             name=name, run_id=run.run_id, base=base.path, adapter=trained.adapter, tokenizer=tok.path,
             tags=lineage_tags(curated.fingerprint, tok, base, rep.contracts, gate_results, scores["candidate"],
                               status, rep.blocked_by, eval_data=file_fingerprint(frozen.path),
-                              corrections=rep.corrections, history=rep.history, eval_set=frozen.label),
+                              corrections=rep.corrections, history=rep.history, eval_set=frozen.label)
+            | {"cost": json.dumps(run.cost())},
             params=flat_params(run.config), metrics=flat_metrics(scores, trained),
             step_metrics=read_metrics(Path(trained.metrics)),
         )
         run.mlflow_run_id = version.mlflow_run_id
         failpoints.reached("register:promote")
         if status == "promoted":
-            previous, _ = promote(run.tracking_uri, version.name, version.version)
+            previous, _ = promote(run.tracking_uri, version.name, version.version, via=f"tunegate run {run.run_id}",
+                                  reason="passed every data contract and evaluation gate")
             emit_promoted(version.name, version.version, previous, run.run_id)
             log.info("promoted %s v%s to @champion (was %s)", version.name, version.version, previous or "none")
         else:
             log.warning("blocked: v%s stays @challenger; @champion unchanged", version.version)
         final = describe(client(run.tracking_uri), version)
+        rep.lineage = lineage_markdown(run, final.name, final.version)
         model: dict[str, Any] = {"name": final.name, "version": final.version, "aliases": final.aliases,
                                  "mlflow_run_id": final.mlflow_run_id}
         run.done("register", model=model)
     rep.status = status
+
+
+def lineage_markdown(run: RetrainRun, name: str, version: str) -> str:
+    """The registered version's lineage for the report (its contracts and gates are in the report already)."""
+    from tasks.registry.store import bounded_http
+
+    try:
+        with bounded_http():
+            return to_markdown(lineage(client(run.tracking_uri), run.state, name, version), checks=False)
+    except Exception as exc:  # a report section: reading it must not fail a run whose model is registered
+        get_run_logger().warning("lineage of %s v%s not written into the report: %s", name, version, exc)
+        return f"## Lineage\n\nNot available: {type(exc).__name__}: {exc}. Run `tunegate lineage {name}/{version}`.\n"

@@ -33,6 +33,7 @@ BLOCKING_GATES = {"gates": [
     {"name": "beats_champion", "metric": "bits_per_byte", "op": "<", "baseline": "champion"},
     {"name": "no_pii_at_all", "metric": "pii_leaked", "op": "<", "threshold": 0},
     {"name": "canaries_unexposed", "metric": "canary_exposure_max", "op": "<=", "threshold": 0.05},
+    {"name": "within_budget", "metric": "cost_estimate", "op": "<=", "threshold": 1e-9},  # any run costs more
     {"name": "rouge_within_margin", "metric": "rougeL", "op": ">=", "baseline": "champion", "margin": 100.0},  # passes
 ]}
 
@@ -223,8 +224,9 @@ def test_failing_gates_block_with_each_reason_and_leave_champion(runs):
     reasons = {g["name"]: g for g in rep["gates"]}
     assert [n for n, g in reasons.items() if g["passed"]] == ["rouge_within_margin"]
     blocked = "\n".join(rep["blocked_by"])
-    for name in ("perplexity_floor", "beats_champion", "no_pii_at_all", "canaries_unexposed"):
+    for name in ("perplexity_floor", "beats_champion", "no_pii_at_all", "canaries_unexposed", "within_budget"):
         assert f"gate {name} failed" in blocked, name
+    assert reasons["within_budget"]["value"] > 0 and reasons["within_budget"]["measured"]
     assert "rouge_within_margin" not in blocked
     assert reasons["perplexity_floor"]["baseline"] == "absolute"
     assert rep["training"]["reused"] is True  # the same job as the first run: its training was reused
@@ -242,6 +244,32 @@ def test_failing_gates_block_with_each_reason_and_leave_champion(runs):
     md = (runs["home"] / "runs/second/report.md").read_text()
     assert f"champion v{first['model']['version']} answer | challenger answer |" in md
     assert "| perplexity_floor | perplexity |" in md and "| FAIL |" in md
+
+
+def test_the_report_and_the_version_carry_what_the_run_cost(runs):
+    """Issue 17: CPU-seconds, GPU-seconds and peak memory per stage, tokens and the estimated cost, in the report,
+    on the registered version (a tag) and in `tunegate models`."""
+    import subprocess
+
+    from conftest import TUNEGATE
+
+    rep = runs["first"]
+    assert {"ingest", "pii", "train", "evaluate", "register"} <= set(rep["usage"]), rep["usage"].keys()
+    train = rep["usage"]["train"]
+    assert train["cpu_s"] > 1 and train["peak_memory_mb"] > 100 and train["gpu_s"] == 0  # no GPU here
+    cost = rep["cost"]
+    assert cost["tokens"] == rep["training"]["tokens"] > 0
+    assert cost["cpu_seconds"] == pytest.approx(sum(u["cpu_s"] for u in rep["usage"].values()), abs=0.2)
+    assert cost["cost_estimate"] == pytest.approx(cost["cpu_seconds"] / 3600 * 0.05, abs=1e-4)
+    c = mlflow_client(runs["home"])
+    tagged = json.loads(c.get_model_version(NAME, rep["model"]["version"]).tags["cost"])
+    assert tagged["tokens"] == cost["tokens"] and 0 < tagged["cost_estimate"] <= cost["cost_estimate"]
+    assert "## Cost" in (runs["home"] / "runs/first/report.md").read_text()
+    env = {**os.environ, "TUNEGATE_HOME": str(runs["home"]), "MLFLOW_TRACKING_URI": runs["uri"], "COLUMNS": "160"}
+    models = subprocess.run([str(TUNEGATE), "models", "--name", NAME], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert models.returncode == 0 and "cost" in models.stdout and f"{tagged['cost_estimate']:.3g} USD" in models.stdout, \
+        models.stdout
 
 
 def test_mlflow_run_has_final_report_step_and_eval_metrics(runs):
@@ -279,7 +307,8 @@ def test_registered_model_generates_like_the_evaluation(runs):
     assert out == [g["output"] for g in gens]
 
 
-def test_promote_and_rollback_move_only_the_champion_alias(runs):
+def test_promote_and_rollback_move_only_the_champion_alias(runs, monkeypatch):
+    monkeypatch.setenv("TUNEGATE_HOME", str(runs["home"]))  # where the alias moves are logged
     uri, env_before = runs["uri"], os.environ.get("MLFLOW_TRACKING_URI")
     v1, v2 = runs["first"]["model"]["version"], runs["second"]["model"]["version"]
     before = versions_state(runs["home"])
@@ -294,7 +323,123 @@ def test_promote_and_rollback_move_only_the_champion_alias(runs):
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # the registry left the global URI alone
 
 
-def test_registration_is_idempotent_also_after_a_half_done_attempt(runs):
+def test_alias_history_answers_who_moved_each_alias_when_and_why(runs, tmp_path):
+    """Issue 17: every move (the runs' registrations and promotion, promote, rollback: the test above) is in the
+    state folder's append-only log and in the registry's tags; `tunegate history --at T` names the holder at T, also
+    read from another state folder on the same registry."""
+    import subprocess
+
+    from conftest import TUNEGATE
+    from tasks.registry import alias_log
+
+    c, home = mlflow_client(runs["home"]), runs["home"]
+    events = alias_log.events(c, NAME, home)
+    moves = [(e.alias, e.previous, e.version, e.via) for e in events]
+    v1, v2 = runs["first"]["model"]["version"], runs["second"]["model"]["version"]
+    assert moves == [("challenger", None, v1, "tunegate run first"), ("champion", None, v1, "tunegate run first"),
+                     ("challenger", v1, v2, "tunegate run second"), ("champion", v1, v2, "tunegate promote"),
+                     ("champion", v2, v1, "tunegate rollback")], moves
+    assert events[1].reason == "passed every data contract and evaluation gate"
+    assert events[3].reason == "promoted by hand" and events[4].reason == "rolled back by hand"
+    logged = [json.loads(line) for line in (home / alias_log.LOG_NAME).read_text().splitlines()]
+    assert [(e["alias"], e["version"]) for e in logged] == [(a, v) for a, _, v, _ in moves]
+    tags = [k for k in c.get_registered_model(NAME).tags if k.startswith(alias_log.EVENT_TAG_PREFIX)]
+    assert len(tags) == len(moves)
+
+    def tunegate(*args: str, state: Path = home) -> str:
+        env = {**os.environ, "TUNEGATE_HOME": str(state), "MLFLOW_TRACKING_URI": runs["uri"]}
+        proc = subprocess.run([str(TUNEGATE), *args, "--name", NAME], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def history(*args: str, state: Path = home) -> str:
+        return tunegate("history", *args, state=state)
+
+    between = events[3].at + (events[4].at - events[3].at) / 2  # while v2 was champion
+    at_promote = history("--at", between.isoformat(), "--alias", "champion", state=tmp_path / "elsewhere")
+    assert f"{NAME} v{v2}, since" in at_promote and "via tunegate promote" in at_promote, at_promote
+    before_any = history("--at", "2000-01-01T00:00Z", "--alias", "champion")
+    assert "no version" in before_any, before_any
+    assert len(history().splitlines()) == len(moves)
+    tunegate("promote", v2, "--force", "--reason", "hotfix ticket 12")  # and back: the next tests expect v1
+    tunegate("rollback", "--reason", "hotfix reverted")
+    last = alias_log.events(c, NAME, home)[-2:]
+    assert last[0].reason.startswith("hotfix ticket 12 (--force over its run's block: ") and last[0].by
+    assert (last[1].version, last[1].reason) == (v1, "hotfix reverted")
+
+
+def test_lineage_goes_from_the_version_back_to_every_raw_file(runs):
+    """Issue 17: `tunegate lineage` of the promoted version: every corpus file with its size and sha256, each stage
+    with its parameters and code version, the gates with their results, the base model's and tokenizer's hashes;
+    the same lineage (without the checks) is in the run's report."""
+    import hashlib
+    import subprocess
+
+    from conftest import TUNEGATE
+    from tasks.registry.version_lineage import parse_ref
+
+    assert parse_ref("models:/m@champion", "d") == ("m", "champion") and parse_ref("m/3", "d") == ("m", "3")
+    assert parse_ref("@challenger", "d") == ("d", "challenger") and parse_ref("7", "d") == ("d", "7")
+    with pytest.raises(ValueError):
+        parse_ref("m/x/y", "d")
+    v1 = runs["first"]["model"]["version"]
+    env = {**os.environ, "TUNEGATE_HOME": str(runs["home"]), "MLFLOW_TRACKING_URI": runs["uri"]}
+    proc = subprocess.run([str(TUNEGATE), "lineage", f"models:/{NAME}/{v1}", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lin = json.loads(proc.stdout)
+    corpus = {f"corpus/{f.name}": f for f in (runs["tmp"] / "corpus").iterdir()}
+    assert {r["source"]: (r["bytes"], r["sha256"]) for r in lin["raw_files"]} == {
+        s: (f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()) for s, f in corpus.items()}
+    assert [s["stage"] for s in lin["snapshots"]] == ["pii", "dedup", "clean", "ingest"], lin["snapshots"]
+    assert all(s["code_version"] and s["params"] for s in lin["snapshots"])
+    assert lin["training_snapshot"] == runs["first"]["snapshots"]["pii"]["fingerprint"] and not lin["missing"]
+    assert {g["name"]: g["status"] for g in lin["gates"]} == {g["name"]: g["status"] for g in runs["first"]["gates"]}
+    assert lin["base_model"]["fingerprint"] == runs["first"]["base_model"]["fingerprint"]
+    assert set(lin["artifact_digests"]) == {"base", "adapter", "tokenizer"} and lin["tokenizer_hash"]
+    report_md = (runs["home"] / "runs" / "first" / "report.md").read_text()
+    assert f"## Lineage of {NAME} v{v1}" in report_md and "corpus/" in report_md.split("## Lineage")[1]
+    bad = subprocess.run([str(TUNEGATE), "lineage", f"{NAME}/99"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and f"no version {NAME}/99" in bad.stderr, bad.stderr
+
+
+def test_reproduce_trains_the_version_again_and_gets_the_same_bits(runs, tmp_path):
+    """Issue 17: `tunegate reproduce` retrains v1 from its recorded snapshot, config and seed (reuse off) and its
+    adapter equals the registered one tensor for tensor; the comparison itself reports a one-ulp change."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from conftest import TUNEGATE
+    from tasks.registry.reproduce import compare_adapters
+
+    v1 = runs["first"]["model"]["version"]
+    env = {**os.environ, "TUNEGATE_HOME": str(runs["home"]), "MLFLOW_TRACKING_URI": runs["uri"]}
+    proc = subprocess.run([str(TUNEGATE), "reproduce", f"{NAME}/{v1}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    steps = runs["first"]["training"]["steps"]
+    assert f"{NAME} v{v1} reproduced:" in last and "identical bit for bit" in last and f"({steps} steps" in last, last
+    assert "tokenizer" in last and "base model" in last and "training snapshot" in last
+
+    adapter = Path(runs["first"]["training"]["adapter"])
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    flat = tensors[name].view(-1)
+    flat[0] = torch.nextafter(flat[0], torch.tensor(float("inf"), dtype=flat.dtype))
+    (tmp_path / "changed").mkdir()
+    save_file(tensors, str(tmp_path / "changed" / "adapter_model.safetensors"))
+    count, differing, worst = compare_adapters(tmp_path / "changed", adapter)
+    assert differing == [name] and 0 < worst < 1e-3 and count == len(tensors)
+
+
+def test_registration_is_idempotent_also_after_a_half_done_attempt(runs, monkeypatch):
+    monkeypatch.setenv("TUNEGATE_HOME", str(runs["home"]))
     uri, rep, home = runs["uri"], runs["first"], runs["home"]
     c = mlflow_client(home)
     art = {"base": rep["base_model"]["path"], "adapter": rep["training"]["adapter"], "tokenizer": rep["tokenizer"]["path"]}

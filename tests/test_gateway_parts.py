@@ -23,9 +23,12 @@ NAME = "canary-model"
 
 
 @pytest.fixture
-def registry(tmp_path):
-    """A real MLflow registry (sqlite) with versions 1 (@champion) and 2 (@challenger)."""
+def registry(tmp_path, monkeypatch):
+    """A real MLflow registry (sqlite) with versions 1 (@champion) and 2 (@challenger); the state folder (where
+    alias moves are logged) in tmp_path."""
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("TUNEGATE_HOME", str(tmp_path))
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -132,6 +135,11 @@ def test_canary_steps_up_then_promotes_through_the_registry(registry):
     assert str(c.get_model_version_by_alias(NAME, "champion").version) == "2"
     assert champion_history(c, NAME) == ["1"] and PROMOTED in c.get_model_version(NAME, "2").tags
     assert canary.share() == 0.0
+    from tasks.registry.alias_log import events
+
+    moved = events(c, NAME)[-1]  # the alias history says what moved @champion and why
+    assert (moved.alias, moved.previous, moved.version, moved.via) == ("champion", "1", "2", "gateway canary controller")
+    assert moved.reason == "the canary held at every traffic step"
 
 
 def test_a_failed_guard_rolls_back_without_moving_the_alias(registry):

@@ -1,6 +1,7 @@
-"""`tunegate gc` (issue 16): a state folder of four runs and a real MLflow registry (SQLite) of four versions;
-what gc keeps (the newest run whole, the champion's and the newest version's snapshot chains, every report),
-what it drops (older runs' checkpoints and training blocks, unreferenced snapshots, a dead writer's temporary
+"""`tunegate gc` (issue 16): a state folder of four runs and a real MLflow registry (SQLite) of four versions
+registered from logged models; what gc keeps (the newest run whole, the champion's and the newest version's
+snapshot chains, every report, the kept versions' artifacts), what it drops (older runs' checkpoints and training
+blocks, the version nothing keeps with its model's artifacts, unreferenced snapshots, a dead writer's temporary
 folder, old cache entries), the dry run changing nothing, a second pass finding nothing, and gc refusing to touch
 a state folder a run is working in. The soak of 20 real runs with gc between them is bench/soak.py."""
 
@@ -57,6 +58,7 @@ def state(tmp_path):
     import mlflow
 
     from tasks.core import snapshot
+    from tasks.registry.store import tracking
     from tasks.registry.versions import HISTORY_TAG
 
     home = tmp_path / "state"
@@ -78,10 +80,16 @@ def state(tmp_path):
     uri = f"sqlite:///{home / 'mlflow.db'}"
     c = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     c.create_registered_model(MODEL)
-    for run in ("r1", "r2", "r3", "r4"):
+    experiment = c.create_experiment("tunegate", artifact_location=(home / "mlartifacts").as_uri())
+    for run in ("r1", "r2", "r3", "r4"):  # each version registered from a logged model, as tunegate registers
         pii = json.loads((Path(chains[run]["pii"]) / snapshot.MANIFEST).read_text())["fingerprint"]
-        c.create_model_version(MODEL, source=str(home / "runs" / run / "train" / "adapter"),
-                               tags={"snapshot_fingerprint": pii, "tunegate.run_id": run})
+        mlflow_run = c.create_run(experiment, run_name=run).info.run_id
+        logged = c.create_logged_model(experiment, name="model", source_run_id=mlflow_run)
+        c.log_model_artifacts(logged.model_id, str(home / "runs" / run / "train"))
+        c.finalize_logged_model(logged.model_id, "READY")
+        with tracking(uri):  # the registry store finds a models:/m-… source through the global tracking URI
+            c.create_model_version(MODEL, source=f"models:/{logged.model_id}", run_id=mlflow_run,
+                                   model_id=logged.model_id, tags={"snapshot_fingerprint": pii, "tunegate.run_id": run})
     c.set_registered_model_alias(MODEL, "champion", "2")
     c.set_registered_model_tag(MODEL, HISTORY_TAG, json.dumps(["1"]))
     config = tmp_path / "gc.yaml"
@@ -91,14 +99,25 @@ def state(tmp_path):
     return {"home": home, "uri": uri, "chains": chains, "dead": dead, "config": config, "client": c}
 
 
-def gc(state, *args: str) -> subprocess.CompletedProcess:
+def tunegate(state, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TUNEGATE_HOME": str(state["home"]), "MLFLOW_TRACKING_URI": state["uri"]}
-    return subprocess.run([str(TUNEGATE), "gc", "--config", str(state["config"]), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(TUNEGATE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def gc(state, *args: str) -> subprocess.CompletedProcess:
+    return tunegate(state, "gc", "--config", str(state["config"]), *args)
 
 
 def listing(home: Path) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if "locks" not in p.parts and p.name != "mlflow.db")
+
+
+def artifacts_of(c, version: str) -> Path:
+    """The local folder holding a version's logged model's artifacts."""
+    from tasks.registry.version_gc import logged_model_id
+
+    model_id = logged_model_id(c.get_model_version(MODEL, version))
+    return Path(c.get_logged_model(model_id).artifact_location.removeprefix("file://"))
 
 
 def test_gc_keeps_what_runs_and_versions_name_and_drops_the_rest(state):
@@ -108,6 +127,11 @@ def test_gc_keeps_what_runs_and_versions_name_and_drops_the_rest(state):
     assert dry.returncode == 0, dry.stderr
     assert listing(home) == before, "a dry run changed the state folder"
     assert "would remove checkpoints" in dry.stdout and "would remove snapshot" in dry.stdout, dry.stdout
+    assert f"would delete {MODEL} v3 and its model's artifacts" in dry.stdout, dry.stdout
+    c = state["client"]
+    v3 = c.get_model_version(MODEL, "3")
+    v3_artifacts, kept_artifacts = artifacts_of(c, "3"), {v: artifacts_of(c, v) for v in ("1", "2", "4")}
+    assert (v3_artifacts / "adapter" / "adapter_model.safetensors").is_file()
 
     done = gc(state)
     assert done.returncode == 0, done.stderr
@@ -126,13 +150,32 @@ def test_gc_keeps_what_runs_and_versions_name_and_drops_the_rest(state):
     assert (home / "runs" / "r4" / "train" / "checkpoints" / "checkpoint-000010").is_dir()
     assert sorted(p.name for p in (home / "train-cache").iterdir()) == ["job2"]
     assert sorted(p.name for p in (home / "eval-cache").iterdir()) == ["eval1.json", "eval2.json"]
-    c = state["client"]
-    tags = {v: c.get_model_version(MODEL, v).tags for v in ("1", "2", "3", "4")}
-    assert [v for v, t in tags.items() if "snapshot_gc" in t] == ["3"], tags
+    # v3 (no alias, not the newest, never champion) is deleted with its weights; its MLflow run stays, tagged
+    assert sorted(str(v.version) for v in c.search_model_versions(f"name='{MODEL}'")) == ["1", "2", "4"]
+    assert not v3_artifacts.exists() and all((p / "adapter").is_dir() for p in kept_artifacts.values())
+    assert "deleted by tunegate gc" in c.get_run(v3.run_id).data.tags["tunegate.gc"]
+    assert c.get_run(v3.run_id).info.lifecycle_stage == "active"
+    with pytest.raises(Exception, match="not found|does not exist|RESOURCE_DOES_NOT_EXIST"):
+        c.get_logged_model(v3.source.removeprefix("models:/"))
     assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    models = tunegate(state, "models", "--name", MODEL)
+    assert models.returncode == 0 and "v3" not in models.stdout, models.stdout + models.stderr
 
     again = gc(state)
     assert again.returncode == 0 and again.stdout.startswith("nothing to remove"), again.stdout
+
+
+def test_gc_with_delete_versions_off_keeps_every_version_and_tags_those_whose_snapshot_went(state):
+    config = yaml.safe_load(state["config"].read_text())
+    config["retention"]["delete_versions"] = False
+    state["config"].write_text(yaml.safe_dump(config))
+    done = gc(state)
+    assert done.returncode == 0 and "delete" not in done.stdout, done.stdout + done.stderr
+    c = state["client"]
+    tags = {v: c.get_model_version(MODEL, v).tags for v in ("1", "2", "3", "4")}
+    assert [v for v, t in tags.items() if "snapshot_gc" in t] == ["3"], tags
+    assert (artifacts_of(c, "3") / "adapter").is_dir()
+    assert not any(Path(p).is_dir() for p in state["chains"]["r3"].values())
 
 
 def test_gc_never_removes_under_a_working_run(state):

@@ -25,8 +25,9 @@ def gc(
     wait: Annotated[float, typer.Option(min=0, help="seconds to wait for running runs to end")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every item")] = False,
 ) -> None:
-    """Drop old runs' checkpoints and training blocks, snapshots no kept run or registered version names, dead
-    writers' temporary folders and old cache entries (config: retention). Never while a run is working."""
+    """Drop old runs' checkpoints and training blocks, registered versions beyond retention (with their weights),
+    snapshots no kept run or version names, dead writers' temporary folders and old cache entries (config:
+    retention). Never while a run is working."""
     from tasks.registry import state_gc
     from tasks.registry.store import RegistryUnreachable
 
@@ -45,15 +46,18 @@ def gc(
         fail(f"{exc}: which snapshots the registered versions name cannot be known, so nothing was removed")
     totals = plan.totals()
     verb = "would remove" if dry_run else "removed"
-    if not totals:
+    if not totals and not plan.versions:
         typer.echo(f"nothing to remove in {state.home} ({len(plan.kept_snapshots)} snapshots kept)")
         return
+    for drop in plan.versions:
+        typer.echo(f"{'would delete' if dry_run else 'deleted'} {drop.model} v{drop.version} and its model's artifacts "
+                   f"({_size(drop.bytes)}; {drop.why}); its MLflow run stays")
     for kind, (n, size) in sorted(totals.items()):
         typer.echo(f"{verb} {kind:<14} {n:>5}  {_size(size):>10}")
         if verbose:
             for item in (i for i in plan.drop if i.kind == kind):
                 typer.echo(f"    {item.path}  ({_size(item.bytes)}; {item.why})")
-    total = sum(size for _, size in totals.values())
+    total = sum(size for _, size in totals.values()) + sum(drop.bytes for drop in plan.versions)
     typer.echo(f"{verb} {_size(total)} in all; kept {len(plan.kept_snapshots)} snapshots")
     for model, number in plan.collected:
         typer.echo(f"{model} v{number}: its training snapshot " + ("would be" if dry_run else "was") +

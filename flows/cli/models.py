@@ -15,7 +15,8 @@ from tasks.evaluate.generation import SERVING_DEFAULTS
 from tasks.core.state import StatePaths
 
 
-def _registry(name: Optional[str]) -> tuple[str, str]:
+def registry_target(name: Optional[str]) -> tuple[str, str]:
+    """(tracking URI, registered model name): the default config's, or ``name``."""
     state = StatePaths.from_env()
     cfg = default_config()
     uri = cfg.registry.tracking_uri or state.mlflow_uri()
@@ -24,14 +25,14 @@ def _registry(name: Optional[str]) -> tuple[str, str]:
 
 @app.command()
 def models(name: Annotated[Optional[str], typer.Option("--name", help="registered model; default: all")] = None) -> None:
-    """Registered versions with their aliases, status and key metrics."""
+    """Registered versions with their aliases, status, key metrics and what their run cost."""
     from mlflow.exceptions import MlflowException
     from rich.console import Console
 
     from tasks.registry.store import RegistryUnreachable
     from tasks.registry.versions import list_versions
 
-    uri, _ = _registry(None)
+    uri, _ = registry_target(None)
     try:
         versions = list_versions(uri, name)
     except RegistryUnreachable as exc:
@@ -56,14 +57,15 @@ def model_tables(versions) -> list:
     for model_name in dict.fromkeys(v.name for v in versions):
         mine = [v for v in versions if v.name == model_name]
         champion = next((v for v in mine if "champion" in v.aliases), None)
-        table = Table("v", "aliases", "status", *keys.values(), title=model_name, title_justify="left")
+        table = Table("v", "aliases", "status", *keys.values(), "cost", title=model_name, title_justify="left")
         table.add_column("run", overflow="fold")
         other = False
         for v in mine:
             differs = bool(champion and champion.eval_data and v.eval_data != champion.eval_data)
             other |= differs
             cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}{'*' if differs else ''}" for k in keys]
-            table.add_row(v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, v.run_id or "")
+            cost = f"{v.cost['cost_estimate']:.3g} {v.cost.get('currency', '')}".strip() if v.cost else ""
+            table.add_row(v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, cost, v.run_id or "")
         out.append(table)
         if other:
             out.append("* measured on other held-out data than @champion's: not comparable with it")
@@ -75,6 +77,7 @@ def promote(
     version: Annotated[str, typer.Argument(help="model version to make @champion")],
     name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
     force: Annotated[bool, typer.Option("--force", help="promote a version its run blocked")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="why, for the alias history")] = "promoted by hand",
 ) -> None:
     """Move @champion to VERSION by hand (the previous champion is remembered for rollback). A version its
     run blocked (a failed contract or gate) is refused unless --force."""
@@ -83,10 +86,10 @@ def promote(
     from tasks.registry import versions
     from tasks.registry.store import RegistryUnreachable
 
-    uri, model = _registry(name)
+    uri, model = registry_target(name)
     try:
         with StatePaths.from_env().lock("registry"):  # never between a run's comparison and its promotion
-            before, after = versions.promote_unless_blocked(uri, model, version, force)
+            before, after = versions.promote_unless_blocked(uri, model, version, force, reason=reason)
     except versions.Blocked as exc:
         fail(f"{exc}; promote it anyway with --force")
     except MlflowException as exc:
@@ -97,17 +100,20 @@ def promote(
 
 
 @app.command()
-def rollback(name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None) -> None:
+def rollback(
+    name: Annotated[Optional[str], typer.Option("--name", help="registered model name")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="why, for the alias history")] = "rolled back by hand",
+) -> None:
     """Move @champion back to the previous champion."""
     from mlflow.exceptions import MlflowException
 
     from tasks.registry import versions
     from tasks.registry.store import RegistryUnreachable
 
-    uri, model = _registry(name)
+    uri, model = registry_target(name)
     try:
         with StatePaths.from_env().lock("registry"):
-            before, after = versions.rollback(uri, model)
+            before, after = versions.rollback(uri, model, reason=reason)
     except (LookupError, RegistryUnreachable) as exc:
         fail(str(exc))
     except MlflowException as exc:
@@ -126,7 +132,7 @@ def _downloaded(name: Optional[str], model: str, purpose: str) -> Iterator[tuple
     from tasks.registry.artifacts import ArtifactMismatch, model_artifacts
     from tasks.registry.store import RegistryUnreachable
 
-    uri, model_name = _registry(name)
+    uri, model_name = registry_target(name)
     with tempfile.TemporaryDirectory(prefix=f"tunegate-{purpose}-") as tmp:
         try:
             parts = model_artifacts(uri, model_name, model, Path(tmp))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -97,8 +98,10 @@ def write(
     stats: dict[str, Any],
     schema: pa.Schema | None = None,
     extra_files: dict[str, str] | None = None,
+    code_version: str | None = None,
 ) -> SnapshotRef:
-    """Write ``tables`` as shards of a new snapshot under ``root/stage/key``, atomically.
+    """Write ``tables`` as shards of a new snapshot under ``root/stage/key``, atomically; the manifest records
+    ``params`` and the stage's ``code_version`` (what lineage reports of each stage).
 
     ``stats`` may be filled in by the caller while ``tables`` is consumed (a generator that counts what
     it drops): it is read only after the last shard is written, as is ``extra_files`` (name -> text,
@@ -135,6 +138,7 @@ def write(
             "fingerprint": hasher.hexdigest(),
             "parent_fingerprint": parent,
             "params": params,
+            **({"code_version": code_version} if code_version else {}),
             "stats": stats,
             "shards": shards,
             "created_at": datetime.now(timezone.utc).isoformat(),
@@ -239,6 +243,37 @@ def read_table(ref: SnapshotRef | str | Path) -> pa.Table:
     return pa.concat_tables(list(iter_tables(ref)))
 
 
+def redact(folder: str | Path, drop: Callable[[pa.Table], pa.Array], note: dict[str, Any]) -> int:
+    """Remove the rows ``drop`` marks (a boolean mask per shard) from a stored snapshot, in place: the one edit a
+    snapshot allows, for a deletion request (`tunegate forget`). Each shard is rewritten through a temporary file;
+    the manifest keeps the fingerprint as the snapshot's identity (what its children and the registry name) and
+    records ``note`` under ``redactions`` with the rows removed and the content's hash after. Idempotent: a rerun
+    after a crash finds nothing left to remove in the shards already done. Returns the rows removed."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    removed, hasher = 0, _RowHasher()
+    for shard in manifest["shards"]:
+        table = read_shard(folder / shard["file"])
+        mask = drop(table)
+        gone = int(pa.compute.sum(mask).as_py() or 0) if len(mask) else 0
+        if gone:
+            table = table.filter(pa.compute.invert(mask))
+            tmp = folder / f".{shard['file']}{_TMP}{os.getpid()}"
+            pq.write_table(table, tmp)
+            os.replace(tmp, folder / shard["file"])
+            removed += gone
+        shard["rows"] = table.num_rows
+        hasher.update(table)
+    if removed or not any(r.get("note") == note for r in manifest.get("redactions", [])):
+        manifest["rows"] = sum(s["rows"] for s in manifest["shards"])
+        manifest.setdefault("redactions", []).append({**note, "rows_removed": removed,
+                                                     "content_fingerprint_after": hasher.hexdigest()})
+        tmp = folder / f".{MANIFEST}{_TMP}{os.getpid()}"
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, folder / MANIFEST)
+    return removed
+
+
 def is_snapshot(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
@@ -277,7 +312,7 @@ def materialize(
     extra: dict[str, str] = {}
     return write(
         root, stage, key, produce(stats, extra), parent=input_fingerprint, params=params, stats=stats,
-        schema=schema, extra_files=extra,
+        schema=schema, extra_files=extra, code_version=code_version,
     )
 
 

@@ -143,7 +143,8 @@ def with_history(new: snapshot.SnapshotRef, parent: Parent | None, data, store: 
                 yield _aligned(part, schema)
         for table in snapshot.iter_tables(new.path):
             yield _aligned(table, schema)
-        stats.update(parent_rows=len(stamps), parent_kept=kept, parent_replaced_by_new=replaced,
+        stats.update(made_from=[source["fingerprint"], new.fingerprint],  # what lineage walks (snapshot_index)
+                     parent_rows=len(stamps), parent_kept=kept, parent_replaced_by_new=replaced,
                      parent_older_than_window=too_old, parent_over_size=too_many, new_rows=new.rows)
 
     merged = snapshot.materialize(store, "history", input_fingerprint=snapshot.stable_hash(source["fingerprint"],

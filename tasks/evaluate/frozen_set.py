@@ -41,6 +41,7 @@ class FrozenSet(BaseModel):
     created: str  # UTC, ISO 8601
     source: str  # what it was built from: "run <id>" (frozen from its split) or "evalset add <paths>"
     added: int  # items new in this version
+    redacted: str | None = None  # rows removed later by a deletion request (`tunegate forget`), and why
 
     @property
     def label(self) -> str:
@@ -166,3 +167,33 @@ def new_data_heldout(eval_texts: str | Path, frozen: FrozenSet, out: Path) -> Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mine), encoding="utf-8")
     return out
+
+
+def redact(state: StatePaths, doc_ids: set[str], note: str) -> list[tuple[str, int, int]]:
+    """Remove the rows of ``doc_ids`` from every version of every dataset's set, in place (`tunegate forget`: a
+    deletion request reaches the frozen copies too); each changed version's entry gets its new hash and counts and a
+    ``redacted`` note. Returns (dataset, version, rows removed) for each version changed."""
+    changed = []
+    for where in sorted(p for p in state.evalsets.glob("*") if p.is_dir()) if state.evalsets.is_dir() else []:
+        dataset = where.name
+        with state.lock(f"evalset-{dataset}"):
+            entries = versions(state, dataset)
+            for frozen in entries:
+                path = Path(frozen.path)
+                rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                kept = [r for r in rows if r.get("doc_id") not in doc_ids]
+                if len(kept) == len(rows):
+                    continue
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+                tmp.replace(path)
+                n_records = sum(instructions.parse(r["text"]) is not None for r in kept)
+                frozen.content_hash, frozen.instructions = content_hash(kept), n_records
+                frozen.documents = len(kept) - n_records
+                frozen.redacted = f"{note}: {len(rows) - len(kept)} rows removed"
+                changed.append((dataset, frozen.version, len(rows) - len(kept)))
+            if any(d == dataset for d, _, _ in changed):
+                tmp = where / f"{VERSIONS}.{os.getpid()}.tmp"
+                tmp.write_text("".join(e.model_dump_json() + "\n" for e in entries))
+                tmp.replace(where / VERSIONS)
+    return changed

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from tasks.core.usage import USAGE_METRICS
 from tasks.evaluate.bootstrap import Delta
 from tasks.evaluate.evaluate import CANARY_KEYS, EXTRACTION_KEYS, METRIC_KEYS
 from tasks.core.yaml_model import load_yaml_model
@@ -41,7 +42,7 @@ NO_CHAMPION = "champion, no champion yet → base"
 
 # The metrics tasks/evaluate/evaluate.py reports (canary ones only when canaries are on); a gate on another name
 # is a typo and fails when the gates file is loaded.
-KNOWN_METRICS = (*METRIC_KEYS, *CANARY_KEYS, *EXTRACTION_KEYS)
+KNOWN_METRICS = (*METRIC_KEYS, *CANARY_KEYS, *EXTRACTION_KEYS, *USAGE_METRICS)  # usage: what the run cost so far
 
 
 class GateSettings(BaseModel):

@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core import failpoints
+from tasks.registry.alias_log import set_alias
 from tasks.registry.artifacts import DIGESTS_TAG, artifact_digests
 from tasks.registry.store import client, no_http_retries, tracking
 from tasks.registry.versions import RUN_TAG, VersionInfo, describe, ensure_challenger, find_version
@@ -77,7 +78,7 @@ def register(
     with tracking(tracking_uri):
         existing = find_version(c, name, run_id)
         if existing is not None:
-            ensure_challenger(c, name, str(existing.version))
+            ensure_challenger(c, name, str(existing.version), via=f"tunegate run {run_id}")
             return describe(c, existing)
         exp_id = experiment_id(c, artifact_location)
         logged = _logged_run(c, exp_id, run_id, keep=mlflow_run_id)
@@ -93,7 +94,8 @@ def register(
             name, source=model_uri, run_id=mlflow_run_id, tags={RUN_TAG: run_id, **tags, DIGESTS_TAG: digests},
             model_id=model_id))
         failpoints.reached("register:created")
-        c.set_registered_model_alias(name, "challenger", version.version)
+        set_alias(c, name, "challenger", str(version.version), f"tunegate run {run_id}",
+                  "registered: the newest candidate")
         return describe(c, c.get_model_version(name, version.version))
 
 

@@ -23,5 +23,8 @@ class RetentionSettings(BaseModel):
     keep_runs: int = Field(5, ge=1, description="the newest runs kept whole: checkpoints, training blocks, snapshots")
     keep_versions: int = Field(5, ge=1, description="per registered model, the newest versions (and the last champions) "
                                                     "whose training snapshots are kept; versions with an alias always")
+    delete_versions: bool = Field(True, description="delete the registered versions none of these keeps (no alias, not "
+                                  "among the newest versions or champions, not a kept run's) with their model's "
+                                  "artifacts; their MLflow runs (metrics, report) stay. Off: only their snapshots go")
     keep_train_cache: int = Field(5, ge=0, description="finished trainings kept for train.reuse, the newest")
     keep_eval_cache: int = Field(200, ge=0, description="evaluation-cache entries kept, the newest")

@@ -11,7 +11,8 @@ Kept:
 Dropped: the checkpoints, training blocks and downloaded champion of older runs (and their adapter, once the
 registry holds it as a version's), snapshots nothing kept names (the versions whose training snapshot goes get the
 tag ``snapshot_gc``), temporary folders of writers that died, finished trainings beyond the newest
-``keep_train_cache``, evaluation-cache entries beyond the newest ``keep_eval_cache``.
+``keep_train_cache``, evaluation-cache entries beyond the newest ``keep_eval_cache``; with ``delete_versions``,
+the registered versions nothing keeps, with their weights (tasks/registry/version_gc.py).
 
 Runs hold the state folder's ``in-use`` lock shared while they work; gc takes it exclusively, so it never deletes
 under a running run (``StatePaths.lock``). Plain functions: ``plan`` (nothing changes: the dry run) and ``apply``.
@@ -26,8 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.core import snapshot
+from tasks.core.snapshot_index import Index
 from tasks.core.state import StatePaths
 from tasks.registry.settings import RetentionSettings
+from tasks.registry.version_gc import VersionDrop
 
 COLLECTED_TAG = "snapshot_gc"
 
@@ -45,6 +48,7 @@ class Plan:
     drop: list[Item] = field(default_factory=list)
     kept_snapshots: dict[str, str] = field(default_factory=dict)  # path -> why it is kept
     collected: list[tuple[str, str]] = field(default_factory=list)  # (model, version) whose training snapshot goes
+    versions: list[VersionDrop] = field(default_factory=list)  # registered versions deleted with their weights
 
     def totals(self) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
@@ -69,33 +73,6 @@ def runs_newest_first(state: StatePaths) -> list[Path]:
                   else p.stat().st_mtime, reverse=True)
 
 
-def _snapshot_index(root: Path) -> tuple[dict[str, list[Path]], dict[Path, str | None]]:
-    """fingerprint -> snapshot folders; folder -> its parent's fingerprint (from the manifests)."""
-    by_fp: dict[str, list[Path]] = {}
-    parent: dict[Path, str | None] = {}
-    for manifest in sorted(root.glob(f"*/*/{snapshot.MANIFEST}")):
-        if manifest.parent.name.startswith("."):  # a temporary folder (a writer at work, or one that died)
-            continue
-        try:
-            m = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        by_fp.setdefault(m.get("fingerprint", ""), []).append(manifest.parent)
-        parent[manifest.parent] = m.get("parent_fingerprint")
-    return by_fp, parent
-
-
-def _with_ancestors(folders: list[Path], by_fp: dict[str, list[Path]], parent: dict[Path, str | None]) -> list[Path]:
-    out, todo = [], list(folders)
-    while todo:
-        folder = todo.pop()
-        if folder in out:
-            continue
-        out.append(folder)
-        todo.extend(by_fp.get(parent.get(folder) or "", []))
-    return out
-
-
 def _report_snapshots(run: Path) -> list[Path]:
     """The snapshot folders a run's report names (its stages' and its history parents')."""
     try:
@@ -116,9 +93,10 @@ def _registered_as(run: Path) -> str | None:
     return f"{model['name']} v{model['version']}" if model.get("name") and model.get("version") else None
 
 
-def protected_versions(tracking_uri: str, keep: int) -> dict[tuple[str, str], tuple[str, str]]:
-    """(model, version) -> (training snapshot fingerprint, why kept), for the versions whose data is kept; the
-    others map to (fingerprint, "") — the ones whose training snapshot may go."""
+def protected_versions(tracking_uri: str, keep: int) -> dict[tuple[str, str], tuple[str, str, object]]:
+    """(model, version) -> (training snapshot fingerprint, why kept, the ModelVersion), for the versions whose data
+    is kept; the others have why "" — the ones whose training snapshot (and, with delete_versions, the version) may
+    go."""
     from tasks.registry.store import bounded_http, client
     from tasks.registry.versions import all_versions, champion_history
 
@@ -136,7 +114,7 @@ def protected_versions(tracking_uri: str, keep: int) -> dict[tuple[str, str], tu
                 number, tags = str(v.version), v.tags or {}
                 why = (f"@{aliases[number]}" if number in aliases else "a recent champion" if number in champions
                        else f"among the newest {keep} versions" if number in newest else "")
-                out[(model.name, number)] = (tags.get("snapshot_fingerprint", ""), why)
+                out[(model.name, number)] = (tags.get("snapshot_fingerprint", ""), why, v)
     return out
 
 
@@ -144,22 +122,31 @@ def plan(state: StatePaths, settings: RetentionSettings, tracking_uri: str) -> P
     """What gc would drop (nothing changes). Raises RegistryUnreachable when the registry does not answer: what
     its versions name cannot be known then, so nothing is planned."""
     result = Plan()
-    by_fp, parent = _snapshot_index(state.snapshots)
+    index = Index(state.snapshots)
     runs = runs_newest_first(state)
     recent, older = runs[: settings.keep_runs], runs[settings.keep_runs:]
     for run in recent:
-        for folder in _with_ancestors(_report_snapshots(run), by_fp, parent):
+        for folder in index.with_ancestors(_report_snapshots(run)):
             result.kept_snapshots.setdefault(str(folder), f"run {run.name} (among the newest {settings.keep_runs})")
     versions = protected_versions(tracking_uri, settings.keep_versions)
-    for (model, number), (fingerprint, why) in sorted(versions.items()):
+    by_kept_run = {_registered_as(run): run.name for run in recent}  # --resume of a kept run finds its version
+    for (model, number), (fingerprint, why, v) in versions.items():
+        if not why and f"{model} v{number}" in by_kept_run:
+            versions[(model, number)] = (fingerprint, f"registered by run {by_kept_run[f'{model} v{number}']}", v)
+    ordered = sorted(versions.items(), key=lambda kv: (kv[0][0], int(kv[0][1])))
+    for (model, number), (fingerprint, why, _) in ordered:
         if why and fingerprint:
-            for folder in _with_ancestors(by_fp.get(fingerprint, []), by_fp, parent):
+            for folder in index.with_ancestors(index.find(fingerprint)):
                 result.kept_snapshots.setdefault(str(folder), f"{model} v{number} ({why})")
-    for (model, number), (fingerprint, why) in sorted(versions.items()):
-        stored = by_fp.get(fingerprint, []) if fingerprint else []
-        if not why and stored and not any(str(f) in result.kept_snapshots for f in stored):
+    for (model, number), (fingerprint, why, v) in ordered:
+        stored = index.find(fingerprint) if fingerprint else []
+        if why:
+            continue
+        if settings.delete_versions:
+            result.versions.append(_version_drop(tracking_uri, v, settings.keep_versions))
+        elif stored and not any(str(f) in result.kept_snapshots for f in stored):
             result.collected.append((model, number))
-    for folder in parent:
+    for folder in index.manifests:
         if str(folder) not in result.kept_snapshots:
             result.drop.append(Item("snapshot", folder, size_of(folder), "named by no kept run or version"))
     for stage_dir in sorted(p for p in state.snapshots.glob("*") if p.is_dir()):
@@ -180,6 +167,14 @@ def plan(state: StatePaths, settings: RetentionSettings, tracking_uri: str) -> P
     return result
 
 
+def _version_drop(tracking_uri: str, version, keep: int) -> VersionDrop:
+    from tasks.registry.store import bounded_http, client
+    from tasks.registry.version_gc import drop_for
+
+    with bounded_http():
+        return drop_for(client(tracking_uri), version, f"no alias, not among the newest {keep} versions or champions")
+
+
 def _beyond_newest(folder: Path, keep: int, kind: str) -> list[Item]:
     if not folder.is_dir():
         return []
@@ -189,13 +184,17 @@ def _beyond_newest(folder: Path, keep: int, kind: str) -> list[Item]:
 
 
 def apply(result: Plan, tracking_uri: str) -> None:
-    """Drop what ``result`` lists; tag the versions whose training snapshot went (``snapshot_gc``: the date)."""
+    """Drop what ``result`` lists: delete the versions it lists (tasks/registry/version_gc.py), tag those whose
+    training snapshot went (``snapshot_gc``: the date), remove the files."""
     from tasks.registry.store import bounded_http, client
+    from tasks.registry.version_gc import delete
 
-    if result.collected:
+    if result.collected or result.versions:
         c = client(tracking_uri)
         today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         with bounded_http():
+            for drop in result.versions:
+                delete(c, drop)
             for model, number in result.collected:
                 c.set_model_version_tag(model, number, COLLECTED_TAG, f"training snapshot removed by tunegate gc on "
                                                                       f"{today}")

@@ -12,6 +12,7 @@ import json
 
 from pydantic import BaseModel
 
+from tasks.registry.alias_log import set_alias
 from tasks.registry.store import bounded_http, client
 
 RUN_TAG = "tunegate.run_id"
@@ -32,6 +33,7 @@ class VersionInfo(BaseModel):
     blocked_by: str | None = None
     created: int | None = None
     eval_data: str | None = None  # fingerprint of the held-out data its metrics were measured on
+    cost: dict | None = None  # what its run used: CPU/GPU seconds, peak memory, tokens, estimated cost
 
 
 def find_version(c, name: str, run_id: str):
@@ -66,13 +68,23 @@ def describe(c, v) -> VersionInfo:
     return VersionInfo(name=mv.name, version=str(mv.version), aliases=list(mv.aliases or []),
                        status=tags.get("status"), run_id=tags.get(RUN_TAG), mlflow_run_id=mv.run_id,
                        metrics=metrics, blocked_by=tags.get("blocked_by"), created=mv.creation_timestamp,
-                       eval_data=tags.get(EVAL_DATA_TAG))
+                       eval_data=tags.get(EVAL_DATA_TAG), cost=_json_or_none(tags.get("cost")))
+
+
+def _json_or_none(text: str | None) -> dict | None:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def blocked_reason(tracking_uri: str, name: str, version: str) -> str | None:
-    """What blocked ``version`` in the run that registered it (its status and blocked_by tags), or None."""
+    """What blocks promoting ``version``: its run's block (status and blocked_by tags), or a deletion request that
+    reached its training data (tag ``tainted``, `tunegate forget`); None when nothing does."""
     with bounded_http():
         tags = client(tracking_uri).get_model_version(name, str(version)).tags
+    if tags.get("tainted"):
+        return f"tainted: {tags['tainted']}"
     if tags.get("status") != "blocked":
         return None
     return tags.get("blocked_by") or "blocked"
@@ -94,7 +106,7 @@ def champion_version(c, name: str) -> str | None:
         return None
 
 
-def ensure_challenger(c, name: str, version: str) -> None:
+def ensure_challenger(c, name: str, version: str, via: str = "tunegate register") -> None:
     """@challenger on ``version`` unless it already sits on this or a newer version."""
     from mlflow.exceptions import MlflowException
 
@@ -103,7 +115,7 @@ def ensure_challenger(c, name: str, version: str) -> None:
     except MlflowException:
         current = 0
     if current < int(version):
-        c.set_registered_model_alias(name, "challenger", version)
+        set_alias(c, name, "challenger", version, via, "registered: the newest candidate")
 
 
 def champion_history(c, name: str) -> list[str]:
@@ -115,8 +127,10 @@ def champion_history(c, name: str) -> list[str]:
         return []
 
 
-def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str]:
-    """Move @champion to ``version``; the previous champion joins the history. Returns (from, to)."""
+def promote(tracking_uri: str, name: str, version: str, via: str = "tunegate promote",
+            reason: str = "promoted by hand") -> tuple[str | None, str]:
+    """Move @champion to ``version``; the previous champion joins the history and the move the alias log (``via``
+    and ``reason`` say what moved it and why). Returns (from, to)."""
     c = client(tracking_uri)
     with bounded_http():
         c.get_model_version(name, str(version))  # raises when it does not exist
@@ -125,7 +139,7 @@ def promote(tracking_uri: str, name: str, version: str) -> tuple[str | None, str
             return current, str(version)
         if current is not None:
             c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(champion_history(c, name) + [current]))
-        c.set_registered_model_alias(name, "champion", str(version))
+        set_alias(c, name, "champion", str(version), via, reason)
     return current, str(version)
 
 
@@ -133,17 +147,20 @@ class Blocked(Exception):
     """A promotion refused because the version's own run blocked it (a failed contract or gate)."""
 
 
-def promote_unless_blocked(tracking_uri: str, name: str, version: str, force: bool = False) -> tuple[str | None, str]:
+def promote_unless_blocked(tracking_uri: str, name: str, version: str, force: bool = False,
+                           via: str = "tunegate promote", reason: str = "promoted by hand") -> tuple[str | None, str]:
     """``promote``, refused (Blocked) when the version's run blocked it, unless ``force``: what ``tunegate
     promote`` and the gateway's canary controller both call."""
-    if not force:
-        why = blocked_reason(tracking_uri, name, version)
-        if why is not None:
-            raise Blocked(f"{name} v{version} was blocked by its run: {why}")
-    return promote(tracking_uri, name, version)
+    why = blocked_reason(tracking_uri, name, version)
+    if why is not None:
+        if not force:
+            raise Blocked(f"{name} v{version} " + (why if why.startswith("tainted") else f"was blocked by its run: {why}"))
+        reason = f"{reason} (--force over its run's block: {why})"
+    return promote(tracking_uri, name, version, via, reason)
 
 
-def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
+def rollback(tracking_uri: str, name: str, via: str = "tunegate rollback",
+             reason: str = "rolled back by hand") -> tuple[str | None, str]:
     """Move @champion back to the previous champion. Returns (from, to)."""
     c = client(tracking_uri)
     with bounded_http():
@@ -156,6 +173,6 @@ def rollback(tracking_uri: str, name: str) -> tuple[str | None, str]:
             raise LookupError(f"model '{name}' has no previous champion to roll back to")
         target = history.pop()
         c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-        c.set_registered_model_alias(name, "champion", target)
+        set_alias(c, name, "champion", target, via, reason)
     return current, target
 

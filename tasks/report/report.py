@@ -180,9 +180,26 @@ def markdown(report: dict[str, Any]) -> str:
     if ev:
         parts += evaluation_section(ev, r.get("eval_set"))
     parts += reuse_section(r)
-    if r.get("stage_seconds"):
-        parts += ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]
+    parts += cost_section(r)
+    if r.get("lineage"):
+        parts += ["", r["lineage"].rstrip("\n")]
     return "\n".join(parts) + "\n"
+
+
+def cost_section(r: dict[str, Any]) -> list[str]:
+    """Per stage: wall, CPU and GPU seconds and peak memory (the run's process tree); the totals and the estimate."""
+    if not r.get("usage"):
+        if r.get("stage_seconds"):
+            return ["", "## Stage times", _table(["stage", "seconds"], [[k, v] for k, v in r["stage_seconds"].items()])]
+        return []
+    rows = [[stage, u["wall_s"], u["cpu_s"], u["gpu_s"], u["peak_memory_mb"]] for stage, u in r["usage"].items()]
+    out = ["", "## Cost", _table(["stage", "wall s", "CPU s", "GPU s", "peak memory MiB"], rows)]
+    c = r.get("cost")
+    if c:
+        out += ["", f"In all: {c['cpu_seconds']} CPU-seconds, {c['gpu_seconds']} GPU-seconds, peak memory "
+                    f"{c['peak_memory_mb']} MiB, {c['tokens']} tokens trained on; estimated cost **{c['cost_estimate']} "
+                    f"{c['currency']}** (the config's `cost` rates per CPU-hour and GPU-hour)."]
+    return out
 
 
 def history_lines(h: dict[str, Any] | None) -> list[str]:
@@ -263,5 +280,6 @@ def write(report: dict[str, Any], run_dir: Path) -> tuple[Path, Path]:
 
 
 def files(run_dir: Path) -> list[Path]:
-    """What goes to the MLflow run beside the model: the report and its charts."""
-    return [p for p in (run_dir / "report.md", run_dir / "report.json", *sorted(run_dir.glob("*.png"))) if p.is_file()]
+    """What goes to the MLflow run beside the model: the report, its charts and the config it ran with."""
+    return [p for p in (run_dir / "report.md", run_dir / "report.json", run_dir / "config.yaml",
+                        *sorted(run_dir.glob("*.png"))) if p.is_file()]

@@ -57,6 +57,10 @@ class RunReport(BaseModel):
     stopped_at: str | None = Field(None, description="the contract that ended the run before training")
     error: str | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict)
+    lineage: str | None = Field(None, description="the registered version's lineage, Markdown (`tunegate lineage`)")
+    usage: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per stage: wall, CPU and GPU seconds, peak memory (tasks/core/usage.py)")
+    cost: dict[str, Any] | None = Field(None, description="the run's usage summed, tokens and the estimated cost")
 
     @classmethod
     def begin(cls, run_id: str, config_file: str) -> RunReport:

@@ -120,7 +120,8 @@ class CanaryRegistry:
     def promote(self, version: str) -> None:
         from tasks.registry.versions import promote_unless_blocked
 
-        promote_unless_blocked(self.tracking_uri, self.model_name, version)
+        promote_unless_blocked(self.tracking_uri, self.model_name, version, via="gateway canary controller",
+                               reason="the canary held at every traffic step")
 
 
 class CanaryController:

@@ -67,7 +67,8 @@ __all__ = [
     "HUB_PREFIX", "HubDatasetUnavailable", "resolve_hub_revision", "read_hub_dataset",
 ]
 
-CODE_VERSION = "ingest-3"
+CODE_VERSION = "ingest-4"  # 4: the snapshot lists its raw files (inputs.jsonl)
+INVENTORY = "inputs.jsonl"  # in the ingest snapshot: one line per raw file (source, path, bytes, sha256)
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -123,8 +124,10 @@ def _hub_items(settings: IngestSettings) -> list[tuple[str, str, str]]:
 
 
 def fingerprint_inputs(paths: list[str | Path], settings: IngestSettings,
-                       hub_commits: dict[str, str] | None = None) -> str:
-    """Content hash of every input (name, bytes; hub datasets: the commit their revision resolves to)."""
+                       hub_commits: dict[str, str] | None = None, inventory: list[dict] | None = None) -> str:
+    """Content hash of every input (name, bytes; hub datasets: the commit their revision resolves to). With
+    ``inventory``, one record per raw file is appended to it (source, path, bytes, sha256), read in the same pass:
+    what the ingest snapshot's ``inputs.jsonl`` lists for lineage and deletion requests."""
     h = hashlib.sha256()
     for path, source, _root in discover(paths, settings):
         if path.is_symlink() and path.is_dir():  # a symlinked folder is quarantined, never read
@@ -133,18 +136,29 @@ def fingerprint_inputs(paths: list[str | Path], settings: IngestSettings,
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
             h.update(f"{source}\x00{f.name}\x00".encode())
+            one, size, note = hashlib.sha256(), 0, None
             try:
                 if not stat.S_ISREG(f.stat().st_mode):  # a fifo or device would block or never end
                     h.update(b"not a regular file")
-                    continue
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
+                    note = "not a regular file"
+                else:
+                    with open(f, "rb") as fh:
+                        for chunk in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(chunk)
+                            one.update(chunk)
+                            size += len(chunk)
             except OSError as exc:  # unreadable files are quarantined later; hash the error
                 h.update(repr(exc).encode())
+                note = f"unreadable: {type(exc).__name__}"
+            if inventory is not None:
+                entry = str(Path(source) / f.relative_to(path)) if path.is_dir() else source
+                inventory.append({"source": entry, "path": str(f.absolute()), "bytes": size,
+                                  "sha256": None if note else one.hexdigest(), **({"note": note} if note else {})})
     for spec in settings.hub_datasets:
         commit = (hub_commits or {}).get(spec) or resolve_hub_revision(spec)
         h.update(f"{HUB_PREFIX}{spec}\x00{commit}\x00{settings.hub_split}".encode())
+        if inventory is not None:
+            inventory.append({"source": HUB_PREFIX + spec, "commit": commit, "split": settings.hub_split})
     return h.hexdigest()
 
 
@@ -256,9 +270,12 @@ def ingest_to_snapshot(paths: list[str | Path], settings: IngestSettings, dask_s
         stats.update(inputs=len(items), documents=documents, quarantined=len(quarantined),
                      quarantined_by_reason=reasons)
         extra["quarantine.jsonl"] = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantined)
+        extra[INVENTORY] = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in inventory)
 
+    inventory: list[dict] = []
     return snapshot.materialize(
-        store, "ingest", input_fingerprint=fingerprint_inputs(paths, settings, hub_commits=commits),
+        store, "ingest", input_fingerprint=fingerprint_inputs(paths, settings, hub_commits=commits,
+                                                              inventory=inventory),
         params={"paths": [str(p) for p in paths], **settings.model_dump()}, code_version=CODE_VERSION,
         produce=produce, schema=DOCUMENT_SCHEMA,
     )
