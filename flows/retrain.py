@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 
 from flows import retrain_stages as stages
+from flows.dataset_slot import dataset_slot
 from flows.config import PipelineConfig
 from flows.retrain_run import ContractStop, RetrainRun
 from tasks.core.executor import close_clients
@@ -53,13 +54,26 @@ def final_state(rep: dict[str, Any]):
 
 
 @flow(name="retrain", log_prints=True, flow_run_name=flow_run_name)
-def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None) -> dict[str, Any]:
+def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None = None,
+            dataset: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline once; returns the report (also written to runs/<run_id>/report.json). A blocked run
     ends in a Completed state named Blocked, with the gates and contracts that blocked it as its message; a failed
-    one, its report written, in a Failed state (call with ``return_state=True`` to get it without an exception)."""
+    one, its report written, in a Failed state (call with ``return_state=True`` to get it without an exception).
+    ``dataset`` (default: the config's data.dataset) names the dataset; one run per dataset at a time holds its
+    slot (flows/dataset_slot.py), runs of other datasets go on."""
+    from prefect import get_run_logger
     from prefect.runtime import flow_run
 
-    run = RetrainRun(config, run_id or flow_run.name or new_run_id(), StatePaths.from_env(home))
+    if dataset:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": dataset})})
+    with dataset_slot(config.data.dataset, log=get_run_logger().info):
+        rep = pipeline(config, run_id or flow_run.name or new_run_id(), home)
+    return final_state(rep) or rep
+
+
+def pipeline(config: PipelineConfig, run_id: str, home: str | None) -> dict[str, Any]:
+    """The stages, in order, on one run; returns the report."""
+    run = RetrainRun(config, run_id, StatePaths.from_env(home))
     store = str(run.state.snapshots)
     try:
         gates = load_gates(config.gates.file)  # first: a missing or malformed gates file fails before any data work
@@ -95,4 +109,4 @@ def retrain(config: PipelineConfig, run_id: str | None = None, home: str | None 
         run.failed(exc)
     finally:
         rep = run.finish()
-    return final_state(rep) or rep
+    return rep

@@ -477,3 +477,69 @@ def test_unreachable_tracking_server_fails_fast_naming_it():
         versions.list_versions(uri, NAME)
     assert time.perf_counter() - started < 10
     assert str(err.value).startswith(f"MLflow tracking server at {uri} is unreachable: ")
+
+
+def test_forget_removes_a_files_documents_everywhere_and_taints_what_was_trained_on_it(runs):
+    """Issue 17 (runs last in this module: it changes the shared state): `tunegate forget --source FILE` finds the
+    file's documents in every snapshot, the frozen evaluation set and both runs, and both versions trained on it;
+    --apply removes the rows (the rest stay), deletes the runs' training blocks, taints the versions (promote
+    refuses them), refuses --retrain while the file exists, a second --apply finds nothing left to remove, and
+    --retrain trains a version whose lineage and data no longer hold the file."""
+    import subprocess
+
+    from conftest import TUNEGATE
+    from tasks.core import snapshot
+    from tasks.core.snapshot_index import Index
+    from tasks.core.state import StatePaths
+
+    home, first, second = runs["home"], runs["first"], runs["second"]
+    frozen_file = Path(json.loads(next((home / "evalsets").glob("*/versions.jsonl")).read_text().splitlines()[0])["path"])
+    frozen_ids = lambda: {json.loads(line)["doc_id"] for line in frozen_file.read_text().splitlines()}  # noqa: E731
+    ids_by_source: dict[str, set[str]] = {}
+    for table in snapshot.iter_tables(first["snapshots"]["ingest"]["path"]):
+        for doc, src in zip(table.column("doc_id").to_pylist(), table.column("source").to_pylist()):
+            ids_by_source.setdefault(src, set()).add(doc)
+    source = next(s for s in sorted(ids_by_source) if ids_by_source[s] & frozen_ids())  # one held out in the set
+    target = runs["tmp"] / source
+    env = {**os.environ, "TUNEGATE_HOME": str(home), "MLFLOW_TRACKING_URI": runs["uri"]}
+
+    def tunegate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(TUNEGATE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    def rows_of_source() -> dict[str, int]:
+        index = Index(StatePaths.from_env(home).snapshots)
+        return {str(f): sum(t.column("source").to_pylist().count(source) for t in snapshot.iter_tables(f))
+                for f in index.manifests}
+
+    before = rows_of_source()
+    assert sum(before.values()) > 0
+    dry = tunegate("forget", "--source", str(target))
+    assert dry.returncode == 0 and "nothing changed" in dry.stdout, dry.stdout + dry.stderr
+    v1, v2 = first["model"]["version"], second["model"]["version"]
+    assert f"{NAME} v{v1} (@champion) was trained on it" in dry.stdout and f"{NAME} v{v2}" in dry.stdout, dry.stdout
+    assert rows_of_source() == before
+
+    applied = tunegate("forget", "--source", str(target), "--apply", "--retrain")
+    assert applied.returncode == 1 and "still exists" in applied.stderr, applied.stdout + applied.stderr
+    assert sum(rows_of_source().values()) == 0
+    c = mlflow_client(home)
+    assert all("forgotten on" in c.get_model_version(NAME, v).tags["tainted"] for v in (v1, v2))
+    assert not (home / "runs/first/data").exists() and not (home / "runs/second/data").exists()
+    assert not frozen_ids() & ids_by_source[source] and frozen_ids(), "its documents are still in the frozen set"
+    remaining = sum(json.loads((Path(f) / snapshot.MANIFEST).read_text())["rows"] for f in before)
+    assert remaining == sum(sum(t.num_rows for t in snapshot.iter_tables(f)) for f in before) > 0
+
+    refused = tunegate("promote", v2, "--name", NAME)
+    assert refused.returncode == 1 and "tainted" in refused.stderr, refused.stderr
+    again = tunegate("forget", "--source", source, "--apply", "--delete-file")
+    assert again.returncode == 0 and "0 snapshot rows" in again.stdout and not target.exists(), again.stdout
+
+    retrained = tunegate("forget", "--source", source, "--apply", "--retrain", "--config",
+                         str(runs["tmp"] / "first.yaml"))
+    assert retrained.returncode in (0, 3), retrained.stdout[-3000:] + retrained.stderr[-3000:]  # promoted or blocked
+    newest = max(c.search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+    assert "tainted" not in newest.tags and int(newest.version) > int(v2)
+    lineage = json.loads(tunegate("lineage", f"{NAME}/{newest.version}", "--json").stdout)
+    # trained on the champion's (redacted) data too: the file shows in its lineage, marked forgotten
+    assert lineage["raw_files"] and all(f.get("forgotten") for f in lineage["raw_files"] if f["source"] == source)
+    assert sum(rows_of_source().values()) == 0, "the retrain brought the forgotten file's documents back"

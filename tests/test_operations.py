@@ -8,6 +8,7 @@ and with which parameters, not about training (tests/test_retrain_e2e.py trains)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def test_prefect_yaml_declares_scheduled_deployments_and_the_drift_trigger():
     # the trigger's config is the schedule's, apart from the data paths
     same = {k: v for k, v in trigger["parameters"]["config"].items() if k != "data"}
     assert same == {k: v for k, v in retrain["parameters"]["config"].items() if k != "data"}
-    assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    assert retrain["concurrency_limit"] == {"limit": 2, "collision_strategy": "ENQUEUE"}
     assert {d["work_pool"]["name"] for d in names.values()} == {"tunegate-process"}
     from flows.config import PipelineConfig, load_config, resolve_paths
 
@@ -137,7 +138,7 @@ def test_deploy_registers_schedules_parameter_form_trigger_and_limit(server, tmp
         assert retrain.parameters["config"]["train"]["max_steps"] == spec("retrain")["parameters"]["config"]["train"]["max_steps"]
         assert set(monitor.parameter_openapi_schema["required"]) == {"dataset", "new_data"}
         # one retrain at a time; a second waits for the slot
-        assert retrain.global_concurrency_limit.limit == 1
+        assert retrain.global_concurrency_limit.limit == 2
         assert retrain.concurrency_options.collision_strategy.value == "ENQUEUE"
         [automation] = c.read_resource_related_automations(f"prefect.deployment.{retrain.id}")
         assert automation.enabled and automation.trigger.expect == {"tunegate.data.drift"}
@@ -147,27 +148,68 @@ def test_deploy_registers_schedules_parameter_form_trigger_and_limit(server, tmp
         assert action.parameters["config"]["data"]["paths"] == ["{{ event.payload.new_data }}"]
 
 
-def test_second_retrain_waits_for_the_first(server, tmp_path):
-    """The deployment's concurrency limit: a retrain proposed while another runs is held back
-    (AwaitingConcurrencySlot) and starts once the first is over, it is not dropped."""
+def test_third_retrain_waits_for_a_slot(server, tmp_path):
+    """The deployment's concurrency limit (two): a retrain proposed while two run is held back
+    (AwaitingConcurrencySlot) and starts once one is over, it is not dropped."""
     from prefect.states import Cancelled, Pending, Running
 
     if not _deployed(server):
         assert tunegate("deploy", env=client_env(server, tmp_path / "state")).returncode == 0
     with client(server) as c:
         d = c.read_deployment_by_name("retrain/retrain")
-        first, second = c.create_flow_run_from_deployment(d.id), c.create_flow_run_from_deployment(d.id)
+        first, second, third = (c.create_flow_run_from_deployment(d.id) for _ in range(3))
         try:
-            assert c.set_flow_run_state(first.id, Pending()).status.value == "ACCEPT"
-            assert c.set_flow_run_state(first.id, Running()).status.value == "ACCEPT"
-            held = c.set_flow_run_state(second.id, Pending())
-            assert held.status.value == "REJECT" and held.state.name == "AwaitingConcurrencySlot"
-            assert c.read_flow_run(second.id).state.is_scheduled()  # still there, waiting
-            c.set_flow_run_state(first.id, Cancelled(), force=True)
-            assert c.set_flow_run_state(second.id, Pending()).status.value == "ACCEPT"
-        finally:
             for run in (first, second):
+                assert c.set_flow_run_state(run.id, Pending()).status.value == "ACCEPT"
+                assert c.set_flow_run_state(run.id, Running()).status.value == "ACCEPT"
+            held = c.set_flow_run_state(third.id, Pending())
+            assert held.status.value == "REJECT" and held.state.name == "AwaitingConcurrencySlot"
+            assert c.read_flow_run(third.id).state.is_scheduled()  # still there, waiting
+            c.set_flow_run_state(first.id, Cancelled(), force=True)
+            assert c.set_flow_run_state(third.id, Pending()).status.value == "ACCEPT"
+        finally:
+            for run in (first, second, third):
                 c.set_flow_run_state(run.id, Cancelled(), force=True)
+
+
+SLOT_FLOW = """
+import json, sys, time
+from prefect import flow
+from flows.dataset_slot import dataset_slot
+
+@flow(name="slot-probe")
+def probe(dataset: str, out: str):
+    with dataset_slot(dataset):
+        started = time.time()
+        time.sleep(4)
+        with open(out, "a") as fh:
+            fh.write(json.dumps({"dataset": dataset, "start": started, "end": time.time()}) + "\\n")
+
+probe(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_runs_of_one_dataset_queue_and_runs_of_two_datasets_overlap(server, tmp_path):
+    """Issue 17: the dataset slot (a Prefect global concurrency limit per dataset, held by a whole retrain) on a real
+    server: of three flow runs started together, the two of dataset A never overlap, the one of B overlaps an A."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "spans.jsonl"
+    env = client_env(server, tmp_path / "state")
+    procs = [subprocess.Popen([sys.executable, "-c", SLOT_FLOW, name, str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("slot-a", "slot-a", "slot-b")]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    spans = [json.loads(line) for line in out.read_text().splitlines()]
+    a = sorted((s for s in spans if s["dataset"] == "slot-a"), key=lambda s: s["start"])
+    [b] = [s for s in spans if s["dataset"] == "slot-b"]
+    assert len(a) == 2 and a[0]["end"] <= a[1]["start"], a  # the second run of A waited for the first
+    assert any(s["start"] < b["end"] and b["start"] < s["end"] for s in a), (a, b)  # B ran beside an A
+    assert any("waited" in o for o in outputs), outputs
+    with client(server) as c:
+        assert c.read_global_concurrency_limit_by_name("dataset-slot-a").limit == 1
 
 
 def test_serve_creates_the_landing_folder_and_leaves_deployments_as_they_were_when_stopped(server, tmp_path):
@@ -253,7 +295,7 @@ def test_served_deployments_carry_the_schedules_of_prefect_yaml(served):
             d = c.read_deployment_by_name(f"{name}/{name}")
             assert [s.schedule.cron for s in d.schedules] == [s["cron"] for s in spec(name)["schedules"]]
         retrain = c.read_deployment_by_name("retrain/retrain")
-        assert retrain.global_concurrency_limit.limit == 1
+        assert retrain.global_concurrency_limit.limit == 2
         assert len(c.read_resource_related_automations(f"prefect.deployment.{retrain.id}")) == 1
 
 

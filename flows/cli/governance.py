@@ -11,7 +11,7 @@ import typer
 
 from flows.cli.app import app, config_or_fail, fail
 from flows.cli.models import registry_target
-from tasks.core.state import StatePaths
+from tasks.core.state import IN_USE_LOCK, StatePaths
 
 
 def parse_time(text: str) -> datetime:
@@ -153,3 +153,61 @@ def reproduce(
         return
     fail(f"{model} v{result.version} NOT reproduced: {len(result.differing)} of {result.tensors} adapter tensors differ "
          f"(largest |difference| {result.max_abs_diff:.3g}; first: {', '.join(result.differing[:3])}); checked {checked}")
+
+
+@app.command()
+def forget(
+    source: Annotated[str, typer.Option("--source", help="the raw file: its path (or its source name in the reports)")],
+    apply: Annotated[bool, typer.Option("--apply", help="remove its rows, delete derived copies, taint versions")] = False,
+    delete_file: Annotated[bool, typer.Option("--delete-file", help="with --apply: delete the raw file too")] = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="with --apply: then start `tunegate run` without it")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="the config --retrain runs")] = None,
+) -> None:
+    """A deletion request: every snapshot, frozen evaluation set, run and registered version a raw file reached.
+    Without --apply nothing changes. With --apply its documents' rows leave the snapshots and evaluation sets, the
+    affected runs' training blocks and the evaluation cache are deleted, and the versions trained on it are tagged
+    `tainted` (promote refuses them); --retrain then trains a new version without it."""
+    import subprocess
+    import sys
+
+    from tasks.registry import forget as forgetting
+    from tasks.registry.store import RegistryUnreachable, bounded_http, client
+
+    if (delete_file or retrain) and not apply:
+        raise typer.BadParameter("--delete-file and --retrain need --apply")
+    state = StatePaths.from_env()
+    uri, _ = registry_target(None)
+    try:  # no run works while snapshots are rewritten (runs hold in-use shared), no alias moves meanwhile
+        with state.lock(IN_USE_LOCK, timeout_s=120), state.lock("registry", timeout_s=120), bounded_http():
+            c = client(uri)
+            found = forgetting.plan(state, source, c)
+            if not found.found:
+                fail(f"{source}: no ingest snapshot in {state.home} lists this file (by path, name or sha256)")
+            done = forgetting.apply(state, found, c) if apply else None
+    except TimeoutError as exc:
+        fail(f"runs are working in {state.home}: nothing was changed; try again when they end ({exc})")
+    except RegistryUnreachable as exc:
+        fail(str(exc))
+    names = ", ".join(sorted({f["source"] for f in found.files}))
+    typer.echo(f"{names}: {len(found.doc_ids)} documents, in {len(found.snapshots)} snapshots, {len(found.runs)} runs")
+    for model, version, aliases in found.versions:
+        held = f" (@{', @'.join(aliases)})" if aliases else ""
+        typer.echo(f"  {model} v{version}{held} was trained on it" + (": tagged tainted" if apply else ""))
+        if "champion" in aliases:
+            typer.echo(f"  {model} v{version} is @champion: retrain without the file (--retrain) or roll back")
+    if not apply:
+        typer.echo("nothing changed; --apply removes its rows and taints those versions")
+        return
+    typer.echo("removed: " + ", ".join(f"{v} {k}" for k, v in done.items()))
+    raw = [Path(f["path"]) for f in found.files if f.get("path") and Path(f["path"]).exists()]
+    if delete_file:
+        for path in raw:
+            path.unlink()
+            typer.echo(f"deleted {path}")
+        raw = []
+    if retrain:
+        if raw:
+            fail(f"{', '.join(map(str, raw))} still exists: the retrain would read it again; delete it (--delete-file) "
+                 "or move it out of the data paths first")
+        code = subprocess.call([sys.argv[0], "run", *(["--config", str(config)] if config else [])])
+        raise typer.Exit(code)

@@ -12,7 +12,7 @@ versions trained on it. ``apply``:
   (scores and generations on those documents);
 - tags each affected version ``tainted`` (``promote`` refuses it as it refuses a blocked one; a tainted
   @champion stays until a retrain or a rollback replaces it: the plan says so).
-The inventory lines stay, as the record of what was forgotten.
+The inventory lines stay, marked ``forgotten`` (when): the record of what was forgotten, shown by `tunegate lineage`.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def apply(state: StatePaths, found: ForgetPlan, c=None) -> dict[str, int]:
 
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     note = {"forgot": sorted(found.sources), "at": when, "by": "tunegate forget"}
+    _mark_forgotten(state, found, when)
     rows = sum(snapshot.redact(folder, lambda t: _of_documents(t, found.sources, found.doc_ids), note)
                for folder in found.snapshots)
     evalset_rows = sum(n for _, _, n in frozen_set.redact(state, found.doc_ids, f"tunegate forget {when}"))
@@ -135,3 +136,21 @@ def apply(state: StatePaths, found: ForgetPlan, c=None) -> dict[str, int]:
             c.set_model_version_tag(model, version, TAINT_TAG, why[:4900])
     return {"snapshot rows": rows, "evaluation-set rows": evalset_rows, "training blocks": blocks,
             "versions tainted": len(found.versions) if c is not None else 0}
+
+
+def _mark_forgotten(state: StatePaths, found: ForgetPlan, when: str) -> None:
+    """Mark the file's lines in the ingest snapshots' inventories ``forgotten`` (an earlier mark is kept)."""
+    fingerprints = {f["ingest"] for f in found.files}
+    index = Index(state.snapshots)
+    for fp in fingerprints:
+        for folder in index.find(fp):
+            listed = folder / "inputs.jsonl"
+            if not listed.is_file():
+                continue
+            entries = [json.loads(line) for line in listed.read_text().splitlines() if line]
+            for e in entries:
+                if e.get("source") in found.sources:
+                    e.setdefault("forgotten", when)
+            tmp = listed.with_name(f".{listed.name}.tmp")
+            tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+            tmp.replace(listed)

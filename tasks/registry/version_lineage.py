@@ -172,7 +172,8 @@ def to_markdown(lin: dict[str, Any], max_files: int = 200, checks: bool = True) 
                    f"{', '.join(f'`{p[:16]}`' for p in s['made_from'])} | {_cell(s['params'])[:300]} |")
     out += ["", f"Raw files ({len(lin['raw_files'])}):", "", "| source | bytes | sha256 |", "|---|---|---|"]
     for f in lin["raw_files"][:max_files]:
-        out.append(f"| {_cell(f.get('source'))} | {f.get('bytes', '')} | `{f.get('sha256') or f.get('commit') or ''}` |")
+        gone = f" (forgotten {f['forgotten'][:10]})" if f.get("forgotten") else ""
+        out.append(f"| {_cell(f.get('source'))}{gone} | {f.get('bytes', '')} | `{f.get('sha256') or f.get('commit') or ''}` |")
     if len(lin["raw_files"]) > max_files:
         out.append(f"| ... {len(lin['raw_files']) - max_files} more (`tunegate lineage --json`) | | |")
     if lin["missing"]:

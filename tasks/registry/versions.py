@@ -65,8 +65,9 @@ def describe(c, v) -> VersionInfo:
                 metrics[key] = float(tags[key])
             except ValueError:
                 pass
+    status = "tainted" if tags.get("tainted") else tags.get("status")  # tainted: `tunegate forget` reached its data
     return VersionInfo(name=mv.name, version=str(mv.version), aliases=list(mv.aliases or []),
-                       status=tags.get("status"), run_id=tags.get(RUN_TAG), mlflow_run_id=mv.run_id,
+                       status=status, run_id=tags.get(RUN_TAG), mlflow_run_id=mv.run_id,
                        metrics=metrics, blocked_by=tags.get("blocked_by"), created=mv.creation_timestamp,
                        eval_data=tags.get(EVAL_DATA_TAG), cost=_json_or_none(tags.get("cost")))
 
@@ -154,7 +155,8 @@ def promote_unless_blocked(tracking_uri: str, name: str, version: str, force: bo
     why = blocked_reason(tracking_uri, name, version)
     if why is not None:
         if not force:
-            raise Blocked(f"{name} v{version} " + (why if why.startswith("tainted") else f"was blocked by its run: {why}"))
+            said = why if why.startswith("tainted") else f"was blocked by its run: {why}"
+            raise Blocked(f"{name} v{version} {said}")
         reason = f"{reason} (--force over its run's block: {why})"
     return promote(tracking_uri, name, version, via, reason)
 
