@@ -2,10 +2,13 @@
 
 The retrain deployment lets several runs go at once (its own concurrency limit, prefect.yaml); each run then holds
 its dataset's slot, a Prefect global concurrency limit named ``dataset-<name>`` (limit 1, created the first time a
-dataset is retrained; raise it in the UI to let that dataset's runs overlap), for the whole run. A second run of the
-same dataset waits for the slot, with a line in its log; a run of another dataset does not. Without a Prefect
-server (a plain `tunegate run` on its temporary API) the slot is local to the run, and the state folder's locks
-keep two runs from registering at once.
+dataset is retrained; raise it in the UI to let that dataset's runs overlap), for the whole run, on a lease of
+``LEASE_S`` seconds that the run renews while it lives: the slot of a run killed outright frees within that time.
+A second run of the same dataset waits for the slot, with a line in its log; a run of another dataset does not.
+Without a Prefect server (a plain `tunegate run` on its own temporary API, flows/temporary_api.py) no other run
+could see the slot, so none is taken (the temporary server keeps leases in memory: a slot taken there by a run
+killed with its server would stay taken in the database for good); the state folder's locks keep two such runs
+from registering at once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SLOT_PREFIX = "dataset-"
+LEASE_S = 60
 
 
 def slot_name(dataset: str) -> str:
@@ -43,10 +47,16 @@ def dataset_slot(dataset: str, log=print) -> Iterator[None]:
 
     from prefect.concurrency.sync import concurrency
 
+    from flows import temporary_api
+
+    if temporary_api.in_use():
+        yield
+        return
     ensure_slot(dataset)
     log(f"dataset {dataset}: taking its retrain slot ({slot_name(dataset)})")
     started = time.perf_counter()
-    with concurrency(slot_name(dataset), occupy=1, strict=True):
+    with concurrency(slot_name(dataset), occupy=1, lease_duration=LEASE_S, strict=False,
+                     raise_on_lease_renewal_failure=False):  # a renewal missed under load must not end a retrain
         waited = time.perf_counter() - started
         if waited > 1:
             log(f"dataset {dataset}: waited {waited:.0f} s for another run of the dataset to end")

@@ -21,8 +21,16 @@ from pathlib import Path
 from typing import Callable
 
 
+TEMPORARY_FLAG = "TUNEGATE_TEMPORARY_API"
+
+
 class TemporaryApiError(RuntimeError):
     pass
+
+
+def in_use() -> bool:
+    """True when PREFECT_API_URL is this command's temporary server (no other run talks to it)."""
+    return bool(os.environ.get(TEMPORARY_FLAG)) and os.environ.get(TEMPORARY_FLAG) == os.environ.get("PREFECT_API_URL")
 
 
 def _free_port() -> int:
@@ -59,6 +67,7 @@ def start(timeout: float | None = None) -> Callable[[], None]:
     server = [launch()]
     url = f"http://127.0.0.1:{port}/api"
     os.environ["PREFECT_API_URL"] = url  # before Prefect is imported: its settings are read once, at import
+    os.environ[TEMPORARY_FLAG] = url  # this command's own server: what is coordinated through it is this run's alone
 
     def ready() -> None:
         import httpx
