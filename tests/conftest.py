@@ -144,9 +144,9 @@ def tiny_training(tmp_path_factory):
 # The slowest files (seconds, measured under `-n 2 --dist loadfile`) go first, so that the two workers finish
 # together instead of one running a long pipeline test alone at the end (longest-processing-time-first).
 SLOW_FILES = {
-    "test_retrain_e2e.py": 900, "test_retrain_tiny.py": 500, "test_faults.py": 380, "test_operations.py": 360,
+    "test_retrain_e2e.py": 900, "test_retrain_tiny.py": 500, "test_faults.py": 380, "test_operations.py": 380,
     "test_load.py": 320, "test_topology.py": 270, "test_gates_block.py": 250, "test_concurrent_retrain.py": 180,
-    "test_gates_registry.py": 150, "test_trainer_resume.py": 140, "test_trainer_zero.py": 130,
+    "test_gates_registry.py": 260, "test_access.py": 150, "test_gc.py": 60, "test_trainer_resume.py": 140, "test_trainer_zero.py": 130,
     "test_prepare.py": 120, "test_stage_cli.py": 110, "test_run_leaks.py": 100, "test_base_models.py": 100,
     "test_gateway.py": 150, "test_empty_inputs.py": 95, "test_readme.py": 90, "test_corrections_retrain.py": 70,
     "test_prompt_drift.py": 60, "test_drift_calibration.py": 80, "test_drift_retrain.py": 130, "test_registry_retry.py": 30,

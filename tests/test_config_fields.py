@@ -219,6 +219,7 @@ def test_models_table_fits_80_columns_and_marks_metrics_on_other_data():
 
     versions = [version(1, [], "aaaa", 39.5), version(2, ["champion", "challenger"], "bbbb", 41.0),
                 version(3, [], "bbbb", 40.0)]
+    versions[2].cost = {"cost_estimate": 0.000612345, "currency": "USD"}  # what its run cost (issue 17)
     console = Console(record=True, width=80)
     for renderable in model_tables(versions):
         console.print(renderable)
@@ -226,3 +227,4 @@ def test_models_table_fits_80_columns_and_marks_metrics_on_other_data():
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "39.5*" in text and "41 " in text and "40 " in text and "40*" not in text
     assert "not comparable" in text and "20261201-221401-" in text and "cf68cf" in text  # long run ids wrap
+    assert "0.00061" in text and "cost USD" in text

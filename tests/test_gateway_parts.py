@@ -217,7 +217,7 @@ def test_traffic_store_scrubs_bounds_and_joins_corrections(tmp_path, scrubber):
     assert store.drain()
     files = list(folder.glob("traffic-*.jsonl"))
     assert len(files) > 2 and sum(p.stat().st_size for p in files) <= 2**16 + 4096
-    old = files[0]
+    old = sorted(files)[0]  # the first written (names carry the time): never the file being written
     os.utime(old, (time.time() - 40 * 86400,) * 2)
     assert old in store.enforce_bounds() and not old.exists()
 

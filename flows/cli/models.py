@@ -48,7 +48,7 @@ def models(name: Annotated[Optional[str], typer.Option("--name", help="registere
 
 
 def model_tables(versions) -> list:
-    """One table per registered model (version, aliases, status, key metrics, run), narrow enough for 80
+    """One table per registered model (version, aliases, status and cost, key metrics, run), narrow enough for 80
     columns; metrics measured on other held-out data than the champion's are marked as not comparable."""
     from rich.table import Table
 
@@ -57,15 +57,19 @@ def model_tables(versions) -> list:
     for model_name in dict.fromkeys(v.name for v in versions):
         mine = [v for v in versions if v.name == model_name]
         champion = next((v for v in mine if "champion" in v.aliases), None)
-        table = Table("v", "aliases", "status", *keys.values(), "cost", title=model_name, title_justify="left")
+        currency = next((v.cost.get("currency", "") for v in mine if v.cost), "")
+        table = Table("v", "aliases", f"status\ncost {currency}".rstrip(), *keys.values(), title=model_name,
+                      title_justify="left")
         table.add_column("run", overflow="fold")
         other = False
         for v in mine:
             differs = bool(champion and champion.eval_data and v.eval_data != champion.eval_data)
             other |= differs
             cells = ["" if v.metrics.get(k) is None else f"{v.metrics[k]:.4g}{'*' if differs else ''}" for k in keys]
-            cost = f"{v.cost['cost_estimate']:.3g} {v.cost.get('currency', '')}".strip() if v.cost else ""
-            table.add_row(v.version, " ".join("@" + a for a in v.aliases), v.status or "", *cells, cost, v.run_id or "")
+            status = v.status or ""
+            if v.cost:  # under the status, so the table still fits 80 columns
+                status += f"\n{v.cost['cost_estimate']:.2g}"
+            table.add_row(v.version, " ".join("@" + a for a in v.aliases), status, *cells, v.run_id or "")
         out.append(table)
         if other:
             out.append("* measured on other held-out data than @champion's: not comparable with it")
