@@ -1,5 +1,6 @@
 """Governance commands: ``lineage`` (which data, code and checks made a version), ``history`` (which version held
-an alias when, moved by whom and why) and ``reproduce`` (train a version again and compare the bits)."""
+an alias when, moved by whom and why), ``reproduce`` (train a version again and compare the bits) and ``forget`` (a
+deletion request, followed through everything made from a raw file)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def parse_time(text: str) -> datetime:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not an ISO 8601 time (e.g. 2026-12-03T09:30 or 2026-12-03T09:30Z)")
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import socket
 from datetime import datetime, timezone
@@ -78,14 +79,19 @@ def set_alias(c, model: str, alias: str, version: str, via: str, reason: str, ho
 
 
 def record(c, event: AliasEvent, home: Path | None = None) -> None:
-    """Append the event to the state folder's log (flushed to disk) and set it as a registered-model tag."""
+    """Append the event to the state folder's log (flushed to disk) and set it as a registered-model tag (a tag the
+    registry refuses is warned about: the move happened, and ``events`` reads the log too)."""
     path = log_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:  # one write of one line, in append mode: lines never interleave
         fh.write(event.model_dump_json() + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    c.set_registered_model_tag(event.model, event.key, event.model_dump_json(exclude={"model"})[:4900])
+    try:
+        c.set_registered_model_tag(event.model, event.key, event.model_dump_json(exclude={"model"})[:4900])
+    except Exception as exc:  # the alias has moved and the log has the line: report, do not undo or fail the move
+        logging.getLogger(__name__).warning("alias move %s not tagged in the registry (kept in %s): %s", event.key,
+                                            path, exc)
 
 
 def events(c, model: str, home: Path | None = None) -> list[AliasEvent]:
