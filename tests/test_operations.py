@@ -22,7 +22,8 @@ import yaml
 from conftest import ROOT, TUNEGATE, run_cli, tiny_config
 from helpers.drift_data import company_texts, drifted_texts, undrifted_texts, write_jsonl
 from helpers.processes import SERVER_ENV, client, free_port, healthy, prefect_server, start, stop, tail, wait_for
-from helpers.served import cancel, client_env, drift_report, is_final, retrain_runs_by_automation, run_monitor, wait_registered
+from helpers.served import (cancel, client_env, drift_report, retrain_runs_by_automation, run_monitor, stopped,
+                            wait_registered)
 from helpers.sockets import LOOPBACK, sockets_over
 
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -280,7 +281,8 @@ def test_drifted_drop_starts_retrain_on_the_new_data(served):
         assert [str(p) for p in PipelineConfig.model_validate(config).data.paths] == [str(drop)]
     finally:
         cancel(api, run)
-    wait_for(lambda: is_final(api, run), 180, "the cancelled retrain to stop", served["proc"], served["log"])
+    wait_for(lambda: stopped(api, run, served["log"]), 180, "the cancelled retrain to stop", served["proc"],
+             served["log"])
 
 
 def test_serve_listens_on_loopback_only(served):

@@ -73,3 +73,15 @@ def drift_report(home: Path, flow_run) -> dict:
 def is_final(api: str, run) -> bool:
     with client(api) as c:
         return c.read_flow_run(run.id).state.is_final()
+
+
+def stopped(api: str, run, log: Path) -> bool:
+    """The cancelled run ended: a final state, or Cancelling with its flow process gone. The second is a Prefect 3.9
+    race seen once: cancelled while Pending, its process started, found the run Cancelling before any user code ran
+    and exited 1 ("Finished in state Cancelling()", UnfinishedRun), and the runner, seeing a process that exited by
+    itself, never moved the run on to Cancelled."""
+    with client(api) as c:
+        state = c.read_flow_run(run.id).state
+    if state.is_final():
+        return True
+    return state.name == "Cancelling" and f"Execution of flow run '{run.id}'" in Path(log).read_text(errors="replace")
