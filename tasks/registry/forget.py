@@ -17,7 +17,6 @@ The inventory lines stay, marked ``forgotten`` (when): the record of what was fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.core import snapshot
+from tasks.core.hashing import file_sha256
 from tasks.core.snapshot_index import Index
 from tasks.core.state import StatePaths
 
@@ -49,16 +49,6 @@ class ForgetPlan:
         return bool(self.files)
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _matches(entry: dict, asked: str, absolute: str, digest: str | None) -> bool:
     return (entry.get("path") == absolute or entry.get("source") == asked
             or (digest is not None and entry.get("sha256") == digest))
@@ -76,7 +66,7 @@ def plan(state: StatePaths, source: str, c=None) -> ForgetPlan:
     """What ``source`` (a raw file's path or source name) reaches; ``c`` (an MlflowClient) adds the versions."""
     result = ForgetPlan(source)
     asked = Path(source)
-    absolute, digest = str(asked.absolute()), _sha256(asked)
+    absolute, digest = str(asked.absolute()), file_sha256(asked) if asked.is_file() else None
     index = Index(state.snapshots)
     hit_ingest: list[Path] = []
     for folder, m in index.manifests.items():

@@ -42,13 +42,11 @@ class Reproduction:
 
 
 def _snapshot(index: Index, fingerprint: str, what: str) -> SnapshotRef:
-    import json
-
     found = index.find(fingerprint)
     if not found:
         raise CannotReproduce(f"the {what} snapshot {fingerprint[:16]} is not in this state folder (removed by "
                               "tunegate gc, or made elsewhere)")
-    m = json.loads((found[0] / "manifest.json").read_text())
+    m = index.manifests[found[0]]  # read once by the index
     return SnapshotRef(path=str(found[0]), fingerprint=fingerprint, rows=m["rows"], stage=m["stage"], reused=True)
 
 
