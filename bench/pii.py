@@ -15,15 +15,17 @@ CREDIT_CARD US_SSN IBAN_CODE IP_ADDRESS LOCATION unless said, score threshold 0.
 - presidio/batch: the same analyzer and recognizers through ``BatchAnalyzerEngine.analyze_iterator``
   (``nlp.pipe`` with batch_size 64, n_process=1: on 2 cores a second process only competes; 64 was the fastest
   of 1, 16, 64, 250 and 1,000 in a sweep on 500 of these documents) and ``BatchAnonymizerEngine.anonymize_list``.
-- tunegate/nofb: ``tasks.data.pii.scrub.scrub_texts_with_spans`` with ``structured_fallbacks=False`` and
-  ``address_rules=False``: Presidio's
+- tunegate/nofb: ``tasks.data.pii.scrub.scrub_texts_with_spans`` with ``structured_fallbacks=False``,
+  ``address_rules=False`` and ``name_rules=False``: Presidio's
   recognizers through tunegate's fast path (NER-only spaCy in batches, pre-checks, lemmas only where a context
   word can change the outcome); its findings are presidio/*'s on all but 3 of the 2,787 documents (there the NER
   sees the rule-based splitter's sentence starts, not the parser's: one span more or longer, one less).
 - tunegate/noaddr: the same with ``structured_fallbacks=True``: adds the card-number (Luhn, issuer prefix, cue
   word) and phone (cue word) fallback recognizers of tasks/data/pii/fallbacks.py.
-- tunegate: PiiSettings' defaults for these entities: the fallbacks and the address rules (``address_rules``:
-  house number and street, unit, postal code after a cue, the short lines of an address block, as LOCATION).
+- tunegate/nonames: with the fallbacks and the address rules (``address_rules``: house number and street, unit,
+  postal code after a cue, the short lines of an address block, as LOCATION).
+- tunegate: PiiSettings' defaults for these entities: the fallbacks, the address rules and the name rules
+  (``name_rules``, tasks/data/pii/names.py: a name after a cue word, a census first name with the words after it).
 - tunegate/12: ``PiiSettings()`` as shipped: 12 entities (the 8 plus API_KEY, PASSWORD, PRIVATE_KEY,
   CONNECTION_STRING), fallbacks on.
 
@@ -55,6 +57,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -111,6 +114,18 @@ def load_wnut(path: Path) -> list[dict]:
             elif tag.startswith("I-") and spans:
                 spans[-1][2] = len(text)
         out.append({"text": text, "spans": [(t, s, e, text[s:e]) for t, s, e in spans]})
+    return out
+
+
+def join_handles(samples: list[dict]) -> list[dict]:
+    """``samples`` with "@ name" written "@name" as in the tweets (WNUT-17 tokenised the "@" apart), spans moved."""
+    out = []
+    for sample in samples:
+        text, spans = sample["text"], [(k, a, b) for k, a, b, _ in sample["spans"]]
+        for at in reversed([m.start() + 1 for m in re.finditer(r"(?<!\S)@ (?=\w)", text)]):
+            text = text[:at] + text[at + 1:]
+            spans = [(k, a - (a > at), b - (b > at)) for k, a, b in spans]
+        out.append({"text": text, "spans": [(k, a, b, text[a:b]) for k, a, b in spans]})
     return out
 
 
@@ -286,8 +301,10 @@ def main() -> int:
         "presidio/doc": presidio.per_document,
         "presidio/batch": presidio.batched,
         "tunegate/nofb": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False,
-                                                    address_rules=False)),
-        "tunegate/noaddr": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, address_rules=False)),
+                                                    address_rules=False, name_rules=False)),
+        "tunegate/noaddr": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, address_rules=False,
+                                                      name_rules=False)),
+        "tunegate/nonames": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, name_rules=False)),
         "tunegate": tunegate_scrub(same),
         "tunegate/12": tunegate_scrub(PiiSettings()),
     }
@@ -311,9 +328,10 @@ def main() -> int:
     print("rows: presidio/doc = AnalyzerEngine.analyze + AnonymizerEngine.anonymize per document; presidio/batch = "
           f"BatchAnalyzerEngine.analyze_iterator(batch_size={args.presidio_batch}, n_process=1) + "
           "BatchAnonymizerEngine.anonymize_list; tunegate/nofb = scrub_texts_with_spans, structured_fallbacks=False, "
-          "address_rules=False (Presidio's recognizers only); tunegate/noaddr = with the card/phone fallbacks; "
-          "tunegate = with the fallbacks and the address rules (the defaults); "
-          "tunegate/12 = PiiSettings() as shipped (12 entities, fallbacks and address rules on)")
+          "address_rules=False, name_rules=False (Presidio's recognizers only); tunegate/noaddr = with the card/phone "
+          "fallbacks; tunegate/nonames = with the fallbacks and the address rules; tunegate = with the fallbacks, "
+          "the address and the name rules (the defaults); "
+          "tunegate/12 = PiiSettings() as shipped (12 entities, fallbacks, address and name rules on)")
     print(f"data: {args.data.name} sha256 {hashlib.sha256(raw).hexdigest()[:16]}"
           + (f"; {WNUT.name} sha256 {hashlib.sha256(WNUT.read_bytes()).hexdigest()[:16]}" if len(sets) > 1 else ""))
     print("entity mapping (dataset -> Presidio): " + ", ".join(f"{k}->{v}" for k, v in GOLD_TO_PRESIDIO.items()
@@ -351,6 +369,19 @@ def main() -> int:
     for label, goal, fn in targets:
         cells = "".join(f"{pct(*fn(synth[n], wnut[n] if wnut else None)):>{W}}" for n in names)
         print(f"{label:<34}{goal:>12}{cells}")
+
+    if wnut is not None:
+        # WNUT's tokens are joined by spaces, so its handles read "@ name"; joined again they are handles as written
+        joined = join_handles(sets["WNUT-17 test (person names)"][0])
+        texts = [s["text"] for s in joined]
+        print()
+        print("== WNUT-17 test with its handles joined again (\"@ name\" -> \"@name\"), one pass")
+        for label, settings in (("tunegate (default)", same),
+                                ("tunegate, social_handles=True", PiiSettings(entities=PRESIDIO_ENTITIES,
+                                                                              social_handles=True))):
+            leaks, prec = quality(joined, tunegate_scrub(settings)(texts))
+            print(f"{label:<34}person left {pct(*summed(leaks, ['person'])):>7}; precision, all replaced "
+                  f"{pct(*summed(prec, list(prec))):>7} of {summed(prec, list(prec))[1]}")
 
     if args.prose:
         paragraphs = [ln.strip() for ln in PROSE.read_text(encoding="utf-8").splitlines()

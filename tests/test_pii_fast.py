@@ -60,8 +60,9 @@ def leaks(samples: list[dict], scrubbed: list[str]) -> Counter:
 # ------------------------------------------------------------------------------------------ fast vs vanilla
 
 def test_fast_path_leaks_no_more_than_vanilla_for_any_type(synth):
-    # the same recognizers as vanilla Presidio: tunegate's extra card/phone fallbacks and address rules scrub more
-    settings = PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False, address_rules=False)
+    # the same recognizers as vanilla Presidio: the extra card/phone fallbacks, address and name rules scrub more
+    settings = PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False, address_rules=False,
+                           name_rules=False)
     texts = [s["full_text"] for s in synth]
     fast = [t for t, _ in scrub_texts(texts, settings)]
     ref = vanilla(texts, settings)

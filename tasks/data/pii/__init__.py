@@ -34,6 +34,13 @@ their shape: house number and street, unit, postal code after a cue word, and th
 block below them. On the same benchmark they take the location leak rate from 62.9% to 19.1% at higher precision
 (bench/RESULTS.md); dates, counts and product names in prose are left alone (tests/test_pii_addresses.py).
 
+The name rules (``name_rules``, on by default; tasks/data/pii/names.py) scrub as PERSON the names the small spaCy
+model leaves (most of them tagged ORG or nothing): capitalised words after a cue ("my name is", "Dear", "Mr.",
+"my colleague", "said", "Directed by:", a letter's closing line) and a capitalised first name of the 1990 US
+census list (common words such as "Will" or "Hope" only after a cue) with the capitalised words after it, never
+inside what spaCy tagged as a place, nationality, date or number, after "San"/"Fort"/"USS", or before "Award",
+"Street" and the like. ``social_handles`` (off) also takes @handles. Figures: bench/RESULTS.md.
+
 Where an entity was already replaced by a placeholder the configured operators write (``<TYPE>`` for replace on
 a configured entity), nothing inside the placeholder is taken for PII again: scrubbing scrubbed text finds nothing
 new of the pattern types (the NER may still find a name it missed in the original's context). Anything else in

@@ -49,7 +49,8 @@ _ENT_ATTRS = {"doc.ents", "token.ent_iob", "token.ent_type", "token.ent_kb_id", 
 class Engine:
     """spaCy model, Presidio analyzer with the secrets recognizers, and the fast path around them."""
 
-    def __init__(self, spacy_model: str, language: str, fallbacks: bool = True, addresses: bool = False):
+    def __init__(self, spacy_model: str, language: str, fallbacks: bool = True, addresses: bool = False,
+                 names: bool = False, handles: bool = False):
         import spacy
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
@@ -64,7 +65,8 @@ class Engine:
                                          ner_model_configuration=self.ner_config)
         self.nlp_engine.nlp = {language: self.nlp}
         self.analyzer = AnalyzerEngine(nlp_engine=self.nlp_engine, supported_languages=[language])
-        for recognizer in [*secret_recognizers(language), *fallback_recognizers(language, fallbacks, addresses)]:
+        for recognizer in [*secret_recognizers(language), *fallback_recognizers(language, fallbacks, addresses, names,
+                                                                                               handles)]:
             self.analyzer.registry.add_recognizer(recognizer)
         self.anonymizer = AnonymizerEngine()
         self._plans: dict[tuple, _Plan] = {}
@@ -313,5 +315,6 @@ def _needs_context(results: list, plan: "_Plan", threshold: float, boost: tuple[
 
 
 @lru_cache(maxsize=4)
-def engine_for(spacy_model: str, language: str, fallbacks: bool = True, addresses: bool = False) -> Engine:
-    return Engine(spacy_model, language, fallbacks, addresses)
+def engine_for(spacy_model: str, language: str, fallbacks: bool = True, addresses: bool = False,
+               names: bool = False, handles: bool = False) -> Engine:
+    return Engine(spacy_model, language, fallbacks, addresses, names, handles)

@@ -198,13 +198,18 @@ class AddressFallback(_Fallback):
         return out
 
 
-def fallback_recognizers(language: str = "en", structured: bool = True, addresses: bool = True) -> list:
-    """Presidio recognizers for the card and phone fallbacks (``structured``) and the address rules."""
+def fallback_recognizers(language: str = "en", structured: bool = True, addresses: bool = True,
+                         names: bool = False, handles: bool = False) -> list:
+    """Presidio recognizers for the card and phone fallbacks (``structured``), the address rules and the name
+    rules (tasks/data/pii/names.py; ``handles``: social-media handles too)."""
     from presidio_analyzer import LocalRecognizer
 
+    from tasks.data.pii.names import NameFallback
+
     made = []
-    for cls in (*((CardNumberFallback, PhoneFallback) if structured else ()), *((AddressFallback,) if addresses else ())):
-        impl = cls()
+    impls = [*((CardNumberFallback(), PhoneFallback()) if structured else ()), *((AddressFallback(),) if addresses else ()),
+             *((NameFallback(handles),) if names else ())]
+    for impl in impls:
 
         class Recognizer(LocalRecognizer):
             fallback = impl
@@ -218,7 +223,7 @@ def fallback_recognizers(language: str = "en", structured: bool = True, addresse
             def analyze(self, text, entities, nlp_artifacts=None):
                 return self.fallback.analyze(text, entities, nlp_artifacts)
 
-        Recognizer.__name__ = cls.__name__
-        made.append(Recognizer(supported_entities=[cls.ENTITY], supported_language=language, context=[],
-                               name=cls.__name__))
+        name = type(impl).__name__
+        Recognizer.__name__ = name
+        made.append(Recognizer(supported_entities=[impl.ENTITY], supported_language=language, context=[], name=name))
     return made

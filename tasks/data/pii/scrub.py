@@ -16,7 +16,7 @@ from tasks.data.pii.operators import Operators, secret_fingerprints
 from tasks.data.pii.settings import PiiSettings, placeholder_pattern
 
 
-CODE_VERSION = "pii-7"  # pii-7: address rules; pii-6: no name propagation across documents; only the configured placeholders kept
+CODE_VERSION = "pii-8"  # pii-8: name rules; pii-7: address rules; pii-6: no name propagation across documents; only the configured placeholders kept
 
 
 def _outside_placeholders(text: str, results: list, placeholders: re.Pattern) -> list:
@@ -107,7 +107,8 @@ def scrub_texts(texts: list[str], settings: PiiSettings) -> list[tuple[str, Coun
 
 def scrub_texts_with_spans(texts: list[str], settings: PiiSettings) -> list[tuple[str, Counter, list]]:
     """Like scrub_texts, plus the findings (entity type, start, end in the original text) for each text."""
-    engine = engine_for(settings.spacy_model, settings.language, settings.structured_fallbacks, settings.address_rules)
+    engine = engine_for(settings.spacy_model, settings.language, settings.structured_fallbacks, settings.address_rules,
+                        settings.name_rules, settings.social_handles)
     operators = Operators(settings)  # fails early, before any work, on a missing or unusable key or salt
 
     # long texts in pieces; each distinct piece analysed once

@@ -73,6 +73,16 @@ class PiiSettings(BaseModel):
         "(Apt./Suite/P.O. Box), postal code after a cue word, and the short lines of an address block below them "
         "(spaCy's small model leaves most street addresses; bench/RESULTS.md)",
     )
+    name_rules: bool = Field(
+        True, description="also scrub person names spaCy's small model leaves: a name after a cue (\"my name is\", "
+        "\"Dear\", \"Mr.\") and a capitalised US-census first name with the capitalised words after it, outside "
+        "places, dates and numbers (tasks/data/pii/names.py; bench/RESULTS.md)",
+    )
+    social_handles: bool = Field(
+        False, description="also scrub social-media handles (@name) as PERSON: on WNUT-17's tweets person leaks fall "
+        "from 59% to 29% but a third of the handles scrubbed are no one's name there (bench/RESULTS.md); for "
+        "social-media text",
+    )
     propagate: list[str] = Field(
         default_factory=list,
         description="must be empty: pii-5 scrubbed a name found in one document wherever else it occurred in the "
