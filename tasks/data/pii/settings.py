@@ -80,8 +80,8 @@ class PiiSettings(BaseModel):
     )
     social_handles: bool = Field(
         False, description="also scrub social-media handles (@name) as PERSON: on WNUT-17's tweets person leaks fall "
-        "from 59% to 29% but a third of the handles scrubbed are no one's name there (bench/RESULTS.md); for "
-        "social-media text",
+        "from 54% to 29%, but the precision of what is replaced from 65% to 53% (many handles there are no one's "
+        "name; bench/RESULTS.md); for social-media text",
     )
     propagate: list[str] = Field(
         default_factory=list,
