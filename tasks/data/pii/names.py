@@ -70,6 +70,12 @@ _WORD = re.compile(r"[^\W\d_][\w'’-]*\.?|[A-Z]\.")
 _GAP = re.compile(r"[ \t]+")
 
 
+def is_calendar(span: str) -> bool:
+    """Whether every word of ``span`` is a month or a weekday (or their abbreviations)."""
+    words = re.findall(r"[^\W\d_]+", span)
+    return bool(words) and all(w in _CALENDAR for w in words)
+
+
 @lru_cache(maxsize=1)
 def first_names() -> frozenset[str]:
     """The census first names the rules take without a cue: all but the common words."""

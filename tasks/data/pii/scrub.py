@@ -12,11 +12,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.pii.engine import engine_for
+from tasks.data.pii.names import is_calendar
 from tasks.data.pii.operators import Operators, secret_fingerprints
 from tasks.data.pii.settings import PiiSettings, placeholder_pattern
 
 
-CODE_VERSION = "pii-8"  # pii-8: name rules; pii-7: address rules; pii-6: no name propagation across documents; only the configured placeholders kept
+CODE_VERSION = "pii-8"  # pii-8: name rules, en_core_web_md, no digits in names; pii-7: address rules; pii-6: no name propagation across documents; only the configured placeholders kept
 
 
 def _outside_placeholders(text: str, results: list, placeholders: re.Pattern) -> list:
@@ -59,6 +60,14 @@ def _outside_placeholders(text: str, results: list, placeholders: re.Pattern) ->
             out.append(RecognizerResult(r.entity_type, start, end, r.score, r.analysis_explanation,
                                         r.recognition_metadata))
     return out
+
+
+def _plausible_names(text: str, results: list) -> list:
+    """``results`` without the PERSON findings that hold a digit or are only weekdays and months: the NER takes
+    error and part codes for names ("E417", "Navigation\n- E220"; en_core_web_md most on the sample corpus's
+    manuals) and now and then "Thu" or "Fri". A social-media handle ("@name42") is kept."""
+    return [r for r in results if r.entity_type != "PERSON" or text.startswith("@", r.start)
+            or not (any(ch.isdigit() for ch in text[r.start:r.end]) or is_calendar(text[r.start:r.end]))]
 
 
 def _text_outside(text: str, start: int, end: int, spots: list[tuple[int, int]]) -> bool:
@@ -118,6 +127,8 @@ def scrub_texts_with_spans(texts: list[str], settings: PiiSettings) -> list[tupl
     analyze = engine.analyze_fast if settings.engine == "fast" else engine.analyze_presidio
     by_text = dict(zip(unique, analyze(unique, settings)))
     placeholders = placeholder_pattern(settings)
+    if settings.name_rules:
+        by_text = {p: _plausible_names(p, results) for p, results in by_text.items()}
     analyses = [_outside_placeholders(p, by_text[p], placeholders) for p in flat]
 
     out, k = [], 0
