@@ -1,9 +1,11 @@
-"""Person names spaCy's small model leaves (a third of presidio-research's, most of them tagged ORG or nothing):
-a name after a word that announces one ("my name is", "Dear", "Mr."), and a capitalised first name of the US
-census list, alone or with the capitalised words after it, where spaCy saw no place, date or number.
+"""Person names spaCy's NER leaves (en_core_web_sm a third of presidio-research's, most of them tagged ORG or
+nothing; en_core_web_md a fifth): a name after a word that announces one ("my name is", "Dear", "Mr."), and a
+capitalised first name of the US census list, alone or with the capitalised words after it, where spaCy saw no
+place, date or number.
 
 Works from the text and, where the analyzer has run the NER, from the doc's tokens and entities; it never
-crosses a line break, and a name word is a capitalised word (or an initial) that is no stop word.
+crosses a line break, and a name word is a capitalised word (or an initial) that is no stop word. The scrubber
+also drops the NER's own "names" that hold a digit or are only weekdays and months (scrub._plausible_names).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ My Noble Page Parker Pearl Penny Porter Prince Queen Ray Reed Rich Rose Royal Ru
 Song Soon Spring Star Sterling Summer Sun Sunny Tiny Un Van Wade Walker Ward Will Winter Young Irish Hang Ok Holy
 America Roman Christian Le La Jan Cruz Violet Cornell Santa Paris Israel Jordan Georgia Virginia Florida Carolina
 Dakota Sydney Asia India Egypt Kenya Lincoln Washington Houston Austin Dallas Denver Cleveland Orlando Phoenix
-Savannah Madison Sunday
+Savannah Madison
 """.split())
 # spaCy labels a rule may not turn into a name: places, dates, numbers and the like
 _NOT_NAMES = frozenset({"GPE", "LOC", "FAC", "NORP", "DATE", "TIME", "MONEY", "QUANTITY", "CARDINAL", "ORDINAL", "PERCENT",
@@ -49,18 +51,19 @@ _CUES = [
     (re.compile(r"(?im)^[ \t>]*(?:sincerely|regards|best regards|kind regards|best wishes|yours truly|cheers|"
                 r"thanks|thank you|love|warmly|respectfully),?[ \t]*\n[ \t>]*"), False),
 ]
-# words that make a capitalised run a place, an organisation, an award or a day rather than a person
+# months and weekdays: no name word
 _CALENDAR = frozenset("""
 January February March April May June July August September October November December Jan Feb Mar Apr Jun Jul Aug Sep
 Sept Oct Nov Dec Monday Tuesday Wednesday Thursday Friday Saturday Sunday Mon Tue Tues Wed Thu Thurs Fri Sat Sun
 """.split())
+# words that make a capitalised run a place, an organisation or an award rather than a person
 _THING_WORDS = frozenset("""
 Award Awards Prize Medal Trophy Cup Monument Memorial Music Records Studios Sports Complex Club Center Centre Street
 Avenue Road Boulevard Square University College School Academy Hospital Church Cathedral Chapel Park Bridge Hall House
 Building Tower Museum Gallery Library Foundation Institute Company Corporation Corp Inc Ltd LLC Group Press Books Fund
 Trust Stadium Arena Theatre Theater Airport Station County City River Lake Island Islands Beach Valley Mountain Hills
 Renaissance Festival Series Show Band Cross Orchestra Act Law Lecture Republican Republicans Democrat Democrats Party
-Highway Canal Bay Harbour Harbor Port Fort Castle Palace Temple Mosque Synagogue Library Hotel Motel Restaurant
+Highway Canal Bay Harbour Harbor Port Fort Castle Palace Temple Mosque Synagogue Hotel Motel Restaurant
 """.split())
 # words before a capitalised name that make it a place or a ship ("San Francisco", "USS Trenton")
 _PLACE_BEFORE = frozenset("San Santa Santo São Sao St St. Sta Sta. Ste Saint Fort Ft Lake Mount Mt Port Cape Villa "
