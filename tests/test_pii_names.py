@@ -88,9 +88,14 @@ def test_the_rules_find_the_same_with_both_engines():
     assert fast == presidio
 
 
-def test_error_codes_the_ner_takes_for_names_are_left():
-    # en_core_web_md (the default model) reads these error codes as names; a name holds no digit
-    codes = ["If the robot shows E417, clear the lidar window.", "Error E131 means the battery is low."]
-    raw = PiiSettings(entities=["PERSON"], name_rules=False)
-    assert all("<PERSON>" in text for text, _ in scrub_texts(codes, raw))
-    assert [text for text, _ in scrub_texts(codes, PiiSettings(entities=["PERSON"]))] == codes
+@pytest.mark.parametrize("engine", ["fast", "presidio"])
+def test_error_codes_the_ner_takes_for_names_and_places_are_left(engine):
+    # en_core_web_md (the default model) reads these error codes as names (E417, E131) and places (E305); a name
+    # holds no digit, and a place of the NER no code
+    codes = ["If the robot shows E417, clear the lidar window.", "Error E131 means the battery is low.",
+             "KR-Carrier 450, error E305."]
+    raw = PiiSettings(entities=["PERSON", "LOCATION"], name_rules=False, engine=engine)
+    assert all("<PERSON>" in text or "<LOCATION>" in text for text, _ in scrub_texts(codes, raw))
+    assert [t for t, _ in scrub_texts(codes, PiiSettings(entities=["PERSON", "LOCATION"], engine=engine))] == codes
+    assert scrub_texts(["She moved from Paris to Berlin."], PiiSettings(engine=engine))[0][0] == \
+        "She moved from <LOCATION> to <LOCATION>."

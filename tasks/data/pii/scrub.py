@@ -62,12 +62,25 @@ def _outside_placeholders(text: str, results: list, placeholders: re.Pattern) ->
     return out
 
 
+_CODE = re.compile(r"(?<!\w)(?=[\w-]*\d)(?=[\w-]*[^\W\d_])[\w-]+(?!\w)")  # a word of letters and digits: E305, KS03
+
+
 def _plausible_names(text: str, results: list) -> list:
-    """``results`` without the PERSON findings that hold a digit or are only weekdays and months: the NER takes
-    error and part codes for names ("E417", "Navigation\n- E220"; en_core_web_md most on the sample corpus's
-    manuals) and now and then "Thu" or "Fri". A social-media handle ("@name42") is kept."""
-    return [r for r in results if r.entity_type != "PERSON" or text.startswith("@", r.start)
-            or not (any(ch.isdigit() for ch in text[r.start:r.end]) or is_calendar(text[r.start:r.end]))]
+    """``results`` without what the NER took for a name or a place but is none: a PERSON that holds a digit or is
+    only weekdays and months, and a place of the NER that holds a code ("E417", "Navigation\n- E220", "Thu";
+    en_core_web_md takes the sample corpus's error codes for names and places). Handles ("@name42") and what the
+    address rules found ("Apt. 12B") are kept."""
+    out = []
+    for r in results:
+        span = text[r.start:r.end]
+        if r.entity_type == "PERSON" and not text.startswith("@", r.start):
+            if any(ch.isdigit() for ch in span) or is_calendar(span):
+                continue
+        elif r.entity_type == "LOCATION" and (r.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer":
+            if _CODE.search(span):
+                continue
+        out.append(r)
+    return out
 
 
 def _text_outside(text: str, start: int, end: int, spots: list[tuple[int, int]]) -> bool:

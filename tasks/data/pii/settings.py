@@ -80,8 +80,8 @@ class PiiSettings(BaseModel):
     name_rules: bool = Field(
         True, description="also scrub person names spaCy's small model leaves: a name after a cue (\"my name is\", "
         "\"Dear\", \"Mr.\") and a capitalised US-census first name with the capitalised words after it, outside "
-        "places, dates and numbers; and drop the NER's 'names' that hold a digit or are a weekday or month "
-        "(\"E417\") (tasks/data/pii/names.py; bench/RESULTS.md)",
+        "places, dates and numbers; and drop the NER's 'names' that hold a digit or are a weekday or month and its "
+        "'places' that hold a code (\"E417\", \"E305\") (tasks/data/pii/names.py; bench/RESULTS.md)",
     )
     social_handles: bool = Field(
         False, description="also scrub social-media handles (@name) as PERSON: on WNUT-17's tweets person leaks fall "
