@@ -155,23 +155,28 @@ class NameFallback:
         """A capitalised census first name with up to two capitalised words or initials after it, outside the
         entities spaCy labelled as places, dates or numbers, not after "San", "Fort", "USS" and the like, and not
         before a word that makes it a thing ("Award", "Street", "Records")."""
-        names, blocked = first_names(), set()
+        names = first_names()
+        toks = list(doc)  # one Token object per token (doc[i] makes a new one on every call)
+        words = [t.text for t in toks]
+        if not any(w in names for w in words):
+            return []
+        blocked = set()
         for ent in doc.ents:
             if ent.label_ in _NOT_NAMES:
                 blocked.update(range(ent.start, ent.end))
         out = []
-        i, n = 0, len(doc)
+        i, n = 0, len(toks)
         while i < n:
-            word = doc[i].text
-            if i in blocked or word not in names or word in _CALENDAR or (i and doc[i - 1].text in _PLACE_BEFORE):
+            word = words[i]
+            if i in blocked or word not in names or word in _CALENDAR or (i and words[i - 1] in _PLACE_BEFORE):
                 i += 1
                 continue
             j = i + 1  # the words that follow on the same line, with a space between
-            while j < n and j - i <= 2 and j not in blocked and doc[j - 1].whitespace_ == " " \
-                    and _is_name_word(doc[j].text, False):
+            while j < n and j - i <= 2 and j not in blocked and toks[j - 1].whitespace_ == " " \
+                    and _is_name_word(words[j], False):
                 j += 1
-            if doc[j - 1].text.rstrip(".") not in _THING_WORDS and (j >= n or doc[j].text not in _THING_WORDS):
-                out.append((doc[i].idx, doc[j - 1].idx + len(doc[j - 1].text)))
+            if words[j - 1].rstrip(".") not in _THING_WORDS and (j >= n or words[j] not in _THING_WORDS):
+                out.append((toks[i].idx, toks[j - 1].idx + len(words[j - 1])))
             i = j
         return out
 
