@@ -207,8 +207,8 @@ def fallback_recognizers(language: str = "en", structured: bool = True, addresse
     from tasks.data.pii.names import NameFallback
 
     made = []
-    impls = [*((CardNumberFallback(), PhoneFallback()) if structured else ()), *((AddressFallback(),) if addresses else ()),
-             *((NameFallback(handles),) if names else ())]
+    impls = [*((CardNumberFallback(), PhoneFallback()) if structured else ()),
+             *((AddressFallback(),) if addresses else ()), *((NameFallback(handles),) if names else ())]
     for impl in impls:
 
         class Recognizer(LocalRecognizer):

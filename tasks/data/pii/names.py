@@ -29,8 +29,8 @@ Dakota Sydney Asia India Egypt Kenya Lincoln Washington Houston Austin Dallas De
 Savannah Madison
 """.split())
 # spaCy labels a rule may not turn into a name: places, dates, numbers and the like
-_NOT_NAMES = frozenset({"GPE", "LOC", "FAC", "NORP", "DATE", "TIME", "MONEY", "QUANTITY", "CARDINAL", "ORDINAL", "PERCENT",
-                        "EVENT", "LAW", "LANGUAGE"})
+_NOT_NAMES = frozenset({"GPE", "LOC", "FAC", "NORP", "DATE", "TIME", "MONEY", "QUANTITY", "CARDINAL", "ORDINAL",
+                        "PERCENT", "EVENT", "LAW", "LANGUAGE"})
 _TITLES = (r"Mr|Mrs|Ms|Mx|Dr|Prof|Rev|Sr|Sra|Srta|Fr|Herr|Frau|Mme|Mlle|Monsieur|Madame|Señor|Señora|Signor|"
            r"Signora|Sir|Mister|Doctor|Professor|Judge|Senator|Officer|Captain|Detective|Aunt|Uncle")
 _KIN = (r"kid|son|daughter|wife|husband|partner|spouse|friend|boyfriend|girlfriend|brother|sister|mother|father|mom|"

@@ -24,8 +24,9 @@ PRESIDIO_ENTITIES = [
     "LOCATION",
 ]
 DEFAULT_ENTITIES = PRESIDIO_ENTITIES + SECRET_ENTITIES
-# every entity type the engine can find with spaCy's English pipelines (sm, md): Presidio's predefined recognizers for English, the
-# NER's labels as Presidio maps them, and the secrets (tests/test_pii_fast.py checks it against the analyzer)
+# every entity type the engine can find with spaCy's English pipelines (sm, md): Presidio's predefined recognizers
+# for English, the NER's labels as Presidio maps them, and the secrets (tests/test_pii_fast.py checks it against the
+# analyzer)
 KNOWN_ENTITIES = sorted({
     *DEFAULT_ENTITIES, "ORGANIZATION", "NRP", "DATE_TIME", "URL", "CRYPTO", "MAC_ADDRESS", "UUID", "MEDICAL_LICENSE",
     "UK_NHS", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT",
@@ -50,7 +51,7 @@ class PiiSettings(BaseModel):
     spacy_model: str = Field(
         "en_core_web_md", min_length=1,
         description="installed spaCy package: en_core_web_md (default; infra/spacy-shim-md) or en_core_web_sm "
-        "(~1.2x as fast, a third more names left: bench/RESULTS.md)",
+        "(~7% faster, but on presidio-research's set 21.8% of the names left against 13.2%: bench/RESULTS.md)",
     )
     language: str = "en"
     batch_size: int = Field(64, ge=1, description="texts per spaCy batch")
@@ -78,14 +79,14 @@ class PiiSettings(BaseModel):
         "(spaCy's small model leaves most street addresses; bench/RESULTS.md)",
     )
     name_rules: bool = Field(
-        True, description="also scrub person names spaCy's small model leaves: a name after a cue (\"my name is\", "
+        True, description="also scrub person names the NER leaves: a name after a cue (\"my name is\", "
         "\"Dear\", \"Mr.\") and a capitalised US-census first name with the capitalised words after it, outside "
         "places, dates and numbers; and drop the NER's 'names' that hold a digit or are a weekday or month and its "
         "'places' that hold a code (\"E417\", \"E305\") (tasks/data/pii/names.py; bench/RESULTS.md)",
     )
     social_handles: bool = Field(
         False, description="also scrub social-media handles (@name) as PERSON: on WNUT-17's tweets person leaks fall "
-        "from 54% to 29%, but the precision of what is replaced from 65% to 53% (many handles there are no one's "
+        "from 57% to 29%, but the precision of what is replaced from 76% to 57% (many handles there are no one's "
         "name; bench/RESULTS.md); for social-media text",
     )
     propagate: list[str] = Field(
