@@ -314,7 +314,7 @@ def _needs_context(results: list, plan: "_Plan", threshold: float, boost: tuple[
     return False
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)  # bench/pii.py compares five settings' engines in one process; 4 made it reload models
 def engine_for(spacy_model: str, language: str, fallbacks: bool = True, addresses: bool = False,
                names: bool = False, handles: bool = False) -> Engine:
     return Engine(spacy_model, language, fallbacks, addresses, names, handles)
